@@ -1,0 +1,50 @@
+//! Reading a project directory from disk into the policy crate's `SourceFile`s.
+
+use std::path::Path;
+
+use miette::Diagnostic;
+use moat_policy::{LoadErrors, Project, SourceFile};
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum ProjectDirError {
+    #[error("cannot read project directory `{dir}`: {source}")]
+    #[diagnostic(help("pass a directory that contains moat.yaml, e.g. `examples/shop`"))]
+    Io { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Load(#[from] LoadErrors),
+}
+
+/// The files of a project directory: moat.yaml and the YAML/JSON files under services/, iam/
+/// and armor/. Paths are relative with `/` separators so diagnostics read the same everywhere.
+pub fn read_files(dir: &Path) -> Result<Vec<SourceFile>, ProjectDirError> {
+    let io = |source| ProjectDirError::Io { dir: dir.display().to_string(), source };
+    let mut files = Vec::new();
+    let moat = dir.join("moat.yaml");
+    if moat.exists() {
+        files.push(SourceFile { path: "moat.yaml".into(), text: std::fs::read_to_string(&moat).map_err(io)? });
+    } else if !dir.is_dir() {
+        return Err(io(std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory")));
+    }
+    for sub in ["services", "iam", "armor"] {
+        let d = dir.join(sub);
+        if !d.is_dir() {
+            continue;
+        }
+        let mut entries: Vec<_> = std::fs::read_dir(&d).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let wanted = [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x)) && !name.starts_with('.');
+            if wanted && e.file_type().map_err(io)?.is_file() {
+                files.push(SourceFile { path: format!("{sub}/{name}"), text: std::fs::read_to_string(e.path()).map_err(io)? });
+            }
+        }
+    }
+    Ok(files)
+}
+
+pub fn load(dir: &Path) -> Result<Project, ProjectDirError> {
+    let files = read_files(dir)?;
+    Ok(moat_policy::load(&files)?)
+}

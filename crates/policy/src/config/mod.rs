@@ -1,0 +1,180 @@
+//! Loading a project directory's files into a `Project`: parse with spans, lower, validate.
+//!
+//! The caller reads the files (this crate does no I/O) and hands them over as `SourceFile`s
+//! with paths relative to the project directory. Either every file loads and validates, or the
+//! caller gets every error found and no project: nothing is ever half-loaded.
+
+mod diag;
+mod iam;
+mod project;
+pub(crate) mod raw;
+mod service;
+
+use serde::de::DeserializeOwned;
+
+pub use diag::{ConfigError, LoadErrors};
+use diag::FileCtx;
+
+use crate::model::Project;
+use crate::source::SourceFile;
+
+/// Parses a YAML or JSON file. JSON is also YAML, so one parser gives spans for both; JSON
+/// files are syntax-checked by serde_json first so that a missing comma reads as a JSON error.
+fn parse<T: DeserializeOwned>(ctx: &FileCtx, help: &str) -> Result<T, ConfigError> {
+    if ctx.path.ends_with(".json") {
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&ctx.text) {
+            let line = u32::try_from(e.line()).unwrap_or(0);
+            let column = u32::try_from(e.column()).unwrap_or(0);
+            let at = crate::source::SourceRef::new(&ctx.path, line, column);
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            return Err(ctx.error(&at, format!("invalid JSON: {msg}"), help));
+        }
+    }
+    serde_saphyr::from_str::<T>(&ctx.text).map_err(|e| ctx.parse_error(&e, help))
+}
+
+fn stem<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    let name = path.strip_prefix(dir)?.strip_prefix('/')?;
+    if name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let (stem, ext) = name.rsplit_once('.')?;
+    matches!(ext, "yaml" | "yml" | "json").then_some(stem)
+}
+
+/// Loads a project from its files. `files` must contain `moat.yaml`; `services/*`, `iam/*.json`
+/// and `armor/*.json` are picked up; anything else is ignored.
+pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
+    let mut errs = Vec::new();
+    let Some(moat) = files.iter().find(|f| f.path == "moat.yaml") else {
+        let ctx = FileCtx::new("moat.yaml", "");
+        return Err(LoadErrors {
+            errors: vec![ctx.error(
+                &ctx.whole(),
+                "the project directory has no `moat.yaml`",
+                "create one with at least `project: {id: ID, number: NUMBER, region: REGION}`; see examples/shop",
+            )],
+        });
+    };
+    let ctx = FileCtx::new(&moat.path, &moat.text);
+    let raw: raw::RawMoat = match parse(&ctx, "see DESIGN.md or examples/shop/moat.yaml for the format") {
+        Ok(r) => r,
+        Err(e) => return Err(LoadErrors { errors: vec![e] }),
+    };
+    let mut project = project::lower_project(&ctx, raw, &mut errs);
+
+    for f in files {
+        if let Some(_stem) = stem(&f.path, "armor") {
+            if let Some(name) = f.path.strip_prefix("armor/").and_then(|n| n.strip_suffix(".json")) {
+                project.armor_policies.push(name.to_owned());
+            }
+        }
+    }
+
+    // Services.
+    let mut services: Vec<(FileCtx, model_service::Service)> = Vec::new();
+    for f in files.iter().filter(|f| stem(&f.path, "services").is_some()) {
+        let ctx = FileCtx::new(&f.path, &f.text);
+        let help = "expected `gcloud run services describe NAME --format yaml` output, or the v2 JSON form";
+        let value: serde_json::Value = match parse(&ctx, help) {
+            Ok(v) => v,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
+        let lowered = if value.get("apiVersion").is_some() || value.get("metadata").is_some() {
+            parse::<raw::KService>(&ctx, help).map(|k| service::lower_v1(&ctx, k, &project, &mut errs))
+        } else {
+            parse::<raw::V2Service>(&ctx, help).map(|v| service::lower_v2(&ctx, v, &project, &mut errs))
+        };
+        match lowered {
+            Ok(Some(s)) => services.push((ctx, s)),
+            Ok(None) => {}
+            Err(e) => errs.push(e),
+        }
+    }
+    for (ctx, s) in services {
+        if let Some(first) = project.services.get(&s.name) {
+            errs.push(ctx.error(
+                &s.source,
+                format!("service `{}` is defined twice (first in {})", s.name, first.source),
+                "keep one file per service",
+            ));
+        } else {
+            project.services.insert(s.name.clone(), s);
+        }
+    }
+
+    // Service IAM policies: iam/SERVICE.json.
+    for f in files.iter().filter(|f| stem(&f.path, "iam").is_some()) {
+        let ctx = FileCtx::new(&f.path, &f.text);
+        let name = stem(&f.path, "iam").unwrap_or_default().to_owned();
+        let raw: raw::RawPolicy = match parse(&ctx, "expected `gcloud run services get-iam-policy NAME --format json` output") {
+            Ok(r) => r,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
+        let policy = iam::lower_policy(&ctx, raw, &mut errs);
+        match project.services.get_mut(&name) {
+            Some(s) => s.iam = policy,
+            None => errs.push(ctx.error(
+                &ctx.whole(),
+                format!("`{}` is the IAM policy of service `{name}`, which does not exist", f.path),
+                "name the file after a service in services/, or remove it",
+            )),
+        }
+    }
+
+    validate_references(&ctx, &project, &mut errs);
+    if errs.is_empty() { Ok(project) } else { Err(LoadErrors { errors: errs }) }
+}
+
+use crate::model::service as model_service;
+
+/// Cross-file references in moat.yaml: routes, domain mappings, run entries, security policies.
+fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigError>) {
+    let known = |s: &str| project.services.contains_key(s);
+    let names = || project.services.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+    for lb in &project.load_balancers {
+        for r in &lb.routes {
+            if !known(&r.service) {
+                errs.push(ctx.error(
+                    &r.source,
+                    format!("load balancer `{}` routes `{}` to service `{}`, which does not exist", lb.name, r.path, r.service),
+                    format!("route to one of: {}", names()),
+                ));
+            }
+        }
+        if let Some(policy) = &lb.security_policy {
+            if !project.armor_policies.iter().any(|p| p == policy) {
+                errs.push(ctx.error(
+                    &lb.source,
+                    format!("load balancer `{}` uses security policy `{policy}`, but there is no `armor/{policy}.json`", lb.name),
+                    "export it with `gcloud compute security-policies describe NAME --format json > armor/NAME.json`",
+                ));
+            }
+        }
+    }
+    for d in &project.domain_mappings {
+        if !known(&d.service) {
+            errs.push(ctx.error(
+                &d.source,
+                format!("domain `{}` maps to service `{}`, which does not exist", d.domain, d.service),
+                format!("map it to one of: {}", names()),
+            ));
+        }
+    }
+    for (name, r) in &project.run {
+        if !known(name) {
+            errs.push(ctx.error(
+                &r.source,
+                format!("`run.{name}` names a service that does not exist"),
+                format!("use one of: {}", names()),
+            ));
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Lowering `moat.yaml` into the project skeleton (everything but services and their policies).
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use crate::config::diag::{ConfigError, FileCtx};
+use crate::config::iam::lower_policy;
+use crate::config::raw::RawMoat;
+use crate::model::{
+    Binding, Connector, DomainMapping, Group, IamPolicy, LbRoute, LbScheme, LoadBalancer, Member, MemberRef, Network,
+    NetworkRef, Perimeter, Project, RunSpec, Secret, ServiceAccount, SharedVpc, Subnet, default_compute_sa,
+};
+
+pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigError>) -> Project {
+    let p = raw.project.value;
+    let id = p.id.value;
+    let number = p.number.value.0;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        errs.push(ctx.error(
+            &ctx.at(&p.number.referenced),
+            format!("project number `{number}` is not a number"),
+            "use the numeric project number (`gcloud projects describe PROJECT --format 'value(projectNumber)'`)",
+        ));
+    }
+    let project_src = ctx.at(&raw.project.referenced);
+
+    let networks: Vec<Network> = raw
+        .networks
+        .into_iter()
+        .map(|n| {
+            let source = ctx.at(&n.referenced);
+            let subnets = n
+                .value
+                .subnets
+                .into_iter()
+                .filter_map(|s| {
+                    let src = ctx.at(&s.referenced);
+                    let s = s.value;
+                    match s.range.value.parse::<IpNet>() {
+                        Ok(range) => Some(Subnet {
+                            name: s.name,
+                            region: s.region,
+                            range,
+                            private_google_access: s.private_google_access,
+                            source: src,
+                        }),
+                        Err(_) => {
+                            errs.push(ctx.error(
+                                &ctx.at(&s.range.referenced),
+                                format!("`{}` is not a CIDR range", s.range.value),
+                                "write the subnet range as an address and prefix length, e.g. `10.0.0.0/24`",
+                            ));
+                            None
+                        }
+                    }
+                })
+                .collect();
+            Network { name: n.value.name.value, subnets, source }
+        })
+        .collect();
+    let shared_vpc: Vec<SharedVpc> = raw
+        .shared_vpc
+        .into_iter()
+        .map(|s| SharedVpc {
+            source: ctx.at(&s.referenced),
+            network: NetworkRef { project: s.value.host_project, network: s.value.network },
+        })
+        .collect();
+
+    let mut project = Project {
+        id: id.clone(),
+        number: number.clone(),
+        region: p.region.value,
+        source: project_src.clone(),
+        networks,
+        shared_vpc,
+        connectors: Vec::new(),
+        perimeter: None,
+        load_balancers: Vec::new(),
+        domain_mappings: Vec::new(),
+        groups: BTreeMap::new(),
+        iam: IamPolicy::default(),
+        service_accounts: Vec::new(),
+        secrets: BTreeMap::new(),
+        run: BTreeMap::new(),
+        services: BTreeMap::new(),
+        armor_policies: Vec::new(),
+    };
+
+    for c in raw.connectors {
+        let at = ctx.at(&c.value.network.referenced);
+        if let Some(network) = resolve_network(&project, &c.value.network.value) {
+            project.connectors.push(Connector { name: c.value.name, network, source: ctx.at(&c.referenced) });
+        } else {
+            errs.push(unknown_network(ctx, &at, &c.value.network.value));
+        }
+    }
+
+    if let Some(name) = raw.vpc_sc_perimeter {
+        let mut projects = vec![id.clone(), number.clone()];
+        projects.extend(raw.vpc_sc_perimeter_projects.into_iter().map(|p| p.value.0));
+        project.perimeter = Some(Perimeter { name: name.value, projects, source: ctx.at(&name.referenced) });
+    } else if let Some(first) = raw.vpc_sc_perimeter_projects.first() {
+        errs.push(ctx.error(
+            &ctx.at(&first.referenced),
+            "`vpc_sc_perimeter_projects` without `vpc_sc_perimeter`",
+            "name the perimeter with `vpc_sc_perimeter: NAME` or remove the project list",
+        ));
+    }
+
+    for lb in raw.load_balancers {
+        let source = ctx.at(&lb.referenced);
+        let lb = lb.value;
+        let scheme = match lb.scheme.value.as_str() {
+            "external" => LbScheme::External,
+            "internal" => LbScheme::Internal,
+            other => {
+                errs.push(ctx.error(
+                    &ctx.at(&lb.scheme.referenced),
+                    format!("load balancer scheme `{other}` is not known"),
+                    "use `external` or `internal`",
+                ));
+                continue;
+            }
+        };
+        let network = match (&lb.network, scheme) {
+            (Some(n), LbScheme::Internal) => {
+                let r = resolve_network(&project, &n.value);
+                if r.is_none() {
+                    errs.push(unknown_network(ctx, &ctx.at(&n.referenced), &n.value));
+                }
+                r
+            }
+            (None, LbScheme::Internal) => {
+                errs.push(ctx.error(
+                    &source,
+                    format!("internal load balancer `{}` has no `network`", lb.name.value),
+                    "an internal load balancer is reachable only from its VPC network: add `network: NAME`",
+                ));
+                None
+            }
+            (Some(n), LbScheme::External) => {
+                errs.push(ctx.error(
+                    &ctx.at(&n.referenced),
+                    "`network` is only meaningful for an internal load balancer",
+                    "remove `network`, or set `scheme: internal`",
+                ));
+                None
+            }
+            (None, LbScheme::External) => None,
+        };
+        project.load_balancers.push(LoadBalancer {
+            name: lb.name.value,
+            scheme,
+            network,
+            hosts: lb.hosts,
+            security_policy: lb.security_policy.map(|s| s.value),
+            iap: lb.iap,
+            routes: lb
+                .routes
+                .into_iter()
+                .map(|r| LbRoute { path: r.value.path, service: r.value.service.value, source: ctx.at(&r.value.service.referenced) })
+                .collect(),
+            source,
+        });
+    }
+
+    for d in raw.domain_mappings {
+        project.domain_mappings.push(DomainMapping {
+            domain: d.value.domain.value.to_ascii_lowercase(),
+            service: d.value.service.value,
+            source: ctx.at(&d.value.service.referenced),
+        });
+    }
+
+    for g in raw.groups {
+        let source = ctx.at(&g.referenced);
+        let email = g.value.email.value.to_ascii_lowercase();
+        let mut members = Vec::new();
+        for m in g.value.members {
+            let at = ctx.at(&m.referenced);
+            match Member::parse(&m.value) {
+                Ok(member) => members.push(MemberRef { member, source: at }),
+                Err(e) => errs.push(ctx.error(&at, e, "group members use IAM member syntax, e.g. `user:dev@example.com`")),
+            }
+        }
+        if project.groups.insert(email.clone(), Group { email: email.clone(), members, source: source.clone() }).is_some() {
+            errs.push(ctx.error(&source, format!("group `{email}` is declared twice"), "merge the two member lists"));
+        }
+    }
+
+    project.iam = raw.iam.map(|p| lower_policy(ctx, p, errs)).unwrap_or_default();
+    if p.automatic_default_sa_grants.unwrap_or(true) {
+        // Google grants the default compute service account Editor on the project when the
+        // Compute API is enabled, unless the org policy `iam.automaticIamGrantsForDefaultServiceAccounts`
+        // is enforced (spec/cloudrun.md §4).
+        project.iam.bindings.push(Binding {
+            role: "roles/editor".to_owned(),
+            members: vec![MemberRef {
+                member: Member::ServiceAccount(default_compute_sa(&number)),
+                source: project_src.clone(),
+            }],
+            condition: None,
+            source: project_src,
+            implied: true,
+        });
+    }
+
+    for sa in raw.service_accounts {
+        project.service_accounts.push(ServiceAccount {
+            email: sa.value.email.value.to_ascii_lowercase(),
+            source: ctx.at(&sa.referenced),
+        });
+    }
+    for s in raw.secrets {
+        let source = ctx.at(&s.referenced);
+        let name = s.value.name.value;
+        let iam = s.value.iam.map(|p| lower_policy(ctx, p, errs)).unwrap_or_default();
+        if project.secrets.insert(name.clone(), Secret { name: name.clone(), iam, source: source.clone() }).is_some() {
+            errs.push(ctx.error(&source, format!("secret `{name}` is declared twice"), "keep one entry per secret"));
+        }
+    }
+    for (service, r) in raw.run {
+        let source = ctx.at(&r.referenced);
+        if r.value.command.value.is_empty() {
+            errs.push(ctx.error(
+                &ctx.at(&r.value.command.referenced),
+                format!("`run.{service}.command` is empty"),
+                "give the program and its arguments, e.g. `command: [python3, app.py]`",
+            ));
+        }
+        project.run.insert(service, RunSpec { command: r.value.command.value, dir: r.value.dir, source });
+    }
+    project
+}
+
+/// `NAME` (a network of this project) or `HOST_PROJECT/NAME` or
+/// `projects/HOST/global/networks/NAME`.
+pub(crate) fn resolve_network(project: &Project, s: &str) -> Option<NetworkRef> {
+    let (host, name) = if let Some(rest) = s.strip_prefix("projects/") {
+        let (host, tail) = rest.split_once('/')?;
+        (host, tail.strip_prefix("global/networks/")?)
+    } else if let Some((host, name)) = s.split_once('/') {
+        (host, name)
+    } else {
+        (project.id.as_str(), s)
+    };
+    let net = NetworkRef { project: host.to_owned(), network: name.to_owned() };
+    if project.is_self(host) {
+        return project.network(name).map(|_| NetworkRef { project: project.id.clone(), network: name.to_owned() });
+    }
+    project.is_shared_vpc(&net).then_some(net)
+}
+
+pub(crate) fn unknown_network(ctx: &FileCtx, at: &crate::source::SourceRef, name: &str) -> ConfigError {
+    ctx.error(
+        at,
+        format!("network `{name}` is not declared"),
+        "declare it under `networks:` in moat.yaml, or under `shared_vpc:` if it belongs to a Shared VPC host project (then write `HOST_PROJECT/NETWORK`)",
+    )
+}

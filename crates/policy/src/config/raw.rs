@@ -1,0 +1,489 @@
+//! Raw serde structs mirroring the input files, with spans. `lower` turns them into the model.
+//!
+//! `moat.yaml` is ours, so unknown keys there are errors. Service and IAM exports come from
+//! gcloud and carry lots of server-side status, so unknown fields there are ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A scalar read as text whatever its YAML type: annotation values are strings in exports but
+/// people write `invoker-iam-disabled: true` unquoted by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Str(pub String);
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str, E> {
+                Ok(Str(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Str, E> {
+                Ok(Str(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Str, E> {
+                Ok(Str(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Str, E> {
+                Ok(Str(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Str, E> {
+                Ok(Str(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------- IAM policy (shared shape)
+
+/// `gcloud ... get-iam-policy --format json`, also used inline in moat.yaml.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[expect(dead_code, reason = "etag, version and auditConfigs are accepted so that real exports load, but do not affect access")]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub bindings: Vec<Spanned<RawBinding>>,
+    #[serde(default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub version: Option<Str>,
+    /// Present in some exports; does not affect access.
+    #[serde(default)]
+    pub audit_configs: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBinding {
+    pub role: Spanned<String>,
+    #[serde(default)]
+    pub members: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub condition: Option<RawCondition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub expression: String,
+}
+
+// ---------------------------------------------------------------- moat.yaml
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMoat {
+    pub project: Spanned<RawProject>,
+    #[serde(default)]
+    pub networks: Vec<Spanned<RawNetwork>>,
+    #[serde(default)]
+    pub shared_vpc: Vec<Spanned<RawSharedVpc>>,
+    #[serde(default)]
+    pub connectors: Vec<Spanned<RawConnector>>,
+    #[serde(default)]
+    pub vpc_sc_perimeter: Option<Spanned<String>>,
+    #[serde(default)]
+    pub vpc_sc_perimeter_projects: Vec<Spanned<Str>>,
+    #[serde(default)]
+    pub load_balancers: Vec<Spanned<RawLoadBalancer>>,
+    #[serde(default)]
+    pub domain_mappings: Vec<Spanned<RawDomainMapping>>,
+    #[serde(default)]
+    pub groups: Vec<Spanned<RawGroup>>,
+    #[serde(default)]
+    pub iam: Option<RawPolicy>,
+    #[serde(default)]
+    pub service_accounts: Vec<Spanned<RawServiceAccount>>,
+    #[serde(default)]
+    pub secrets: Vec<Spanned<RawSecret>>,
+    #[serde(default)]
+    pub run: BTreeMap<String, Spanned<RawRun>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    pub id: Spanned<String>,
+    pub number: Spanned<Str>,
+    pub region: Spanned<String>,
+    #[serde(default)]
+    pub automatic_default_sa_grants: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub subnets: Vec<Spanned<RawSubnet>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubnet {
+    pub name: String,
+    pub region: String,
+    pub range: Spanned<String>,
+    #[serde(default)]
+    pub private_google_access: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedVpc {
+    pub host_project: String,
+    pub network: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    pub name: String,
+    /// A network of this project, or `HOST_PROJECT/NETWORK` for a Shared VPC.
+    pub network: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoadBalancer {
+    pub name: Spanned<String>,
+    pub scheme: Spanned<String>,
+    #[serde(default)]
+    pub network: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub security_policy: Option<Spanned<String>>,
+    #[serde(default)]
+    pub iap: bool,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default = "default_path")]
+    pub path: String,
+    pub service: Spanned<String>,
+}
+
+fn default_path() -> String {
+    "/*".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomainMapping {
+    pub domain: Spanned<String>,
+    pub service: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub email: Spanned<String>,
+    #[serde(default)]
+    pub members: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServiceAccount {
+    pub email: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub iam: Option<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    pub command: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub dir: Option<String>,
+}
+
+// ---------------------------------------------------------------- v1: serving.knative.dev/v1
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KService {
+    #[serde(default)]
+    pub api_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub kind: Option<Spanned<String>>,
+    pub metadata: KMeta,
+    #[serde(default)]
+    pub spec: Option<KSpec>,
+    #[serde(default)]
+    pub status: Option<KStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KMeta {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub namespace: Option<Spanned<Str>>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Spanned<Str>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, Str>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct KSpec {
+    #[serde(default)]
+    pub template: Option<KTemplate>,
+    #[serde(default)]
+    pub traffic: Vec<KTraffic>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct KTemplate {
+    #[serde(default)]
+    pub metadata: Option<KTemplateMeta>,
+    #[serde(default)]
+    pub spec: Option<KRevisionSpec>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct KTemplateMeta {
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Spanned<Str>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KRevisionSpec {
+    #[serde(default)]
+    pub service_account_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub containers: Vec<KContainer>,
+    #[serde(default)]
+    pub volumes: Vec<Spanned<KVolume>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KContainer {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub env: Vec<Spanned<KEnv>>,
+    #[serde(default)]
+    pub volume_mounts: Vec<KMount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KEnv {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<Str>,
+    #[serde(default)]
+    pub value_from: Option<KValueFrom>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KValueFrom {
+    #[serde(default)]
+    pub secret_key_ref: Option<KSecretKeyRef>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KSecretKeyRef {
+    pub name: String,
+    pub key: Str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KMount {
+    pub name: String,
+    #[serde(default)]
+    pub mount_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KVolume {
+    pub name: String,
+    #[serde(default)]
+    pub secret: Option<KSecretVolume>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KSecretVolume {
+    pub secret_name: String,
+    #[serde(default)]
+    pub items: Vec<KItem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KItem {
+    pub key: Str,
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KTraffic {
+    #[serde(default)]
+    pub tag: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct KStatus {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub address: Option<KAddress>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KAddress {
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+// ---------------------------------------------------------------- v2: google.cloud.run.v2.Service
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2Service {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub ingress: Option<Spanned<String>>,
+    #[serde(default)]
+    pub invoker_iam_disabled: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub custom_audiences: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub default_uri_disabled: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub iap_enabled: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub template: Option<V2Template>,
+    #[serde(default)]
+    pub traffic: Vec<V2Traffic>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct V2Template {
+    #[serde(default)]
+    pub service_account: Option<Spanned<String>>,
+    #[serde(default)]
+    pub vpc_access: Option<Spanned<V2VpcAccess>>,
+    #[serde(default)]
+    pub containers: Vec<V2Container>,
+    #[serde(default)]
+    pub volumes: Vec<Spanned<V2Volume>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2VpcAccess {
+    #[serde(default)]
+    pub connector: Option<String>,
+    #[serde(default)]
+    pub egress: Option<Spanned<String>>,
+    #[serde(default)]
+    pub network_interfaces: Vec<NetworkInterface>,
+}
+
+/// Shared by v2 `networkInterfaces` and the v1 `network-interfaces` annotation's JSON.
+#[derive(Debug, Deserialize)]
+pub struct NetworkInterface {
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub subnetwork: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2Container {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub env: Vec<Spanned<V2Env>>,
+    #[serde(default)]
+    pub volume_mounts: Vec<KMount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2Env {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<Str>,
+    #[serde(default)]
+    pub value_source: Option<V2ValueSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2ValueSource {
+    #[serde(default)]
+    pub secret_key_ref: Option<V2SecretKeyRef>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V2SecretKeyRef {
+    pub secret: String,
+    #[serde(default)]
+    pub version: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V2Volume {
+    pub name: String,
+    #[serde(default)]
+    pub secret: Option<V2SecretVolume>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V2SecretVolume {
+    pub secret: String,
+    #[serde(default)]
+    pub items: Vec<V2Item>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V2Item {
+    pub path: String,
+    #[serde(default)]
+    pub version: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V2Traffic {
+    #[serde(default)]
+    pub tag: Option<Spanned<String>>,
+}

@@ -1,0 +1,137 @@
+//! The ingress decision (spec/cloudrun.md §1): may a request from this origin, through this
+//! door, reach the service at all? Refused requests get a 404 and never reach the container.
+
+use crate::decision::{Decision, Layer, Reason, Stage};
+use crate::model::{Ingress, LbScheme, Project, Service};
+use crate::request::NetOrigin;
+
+/// The door as ingress sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// A run.app URL, tag URLs included.
+    DefaultUrl,
+    CustomDomain,
+    ExternalLb,
+    InternalLb,
+}
+
+impl Door {
+    pub fn of_lb(scheme: LbScheme) -> Self {
+        match scheme {
+            LbScheme::External => Self::ExternalLb,
+            LbScheme::Internal => Self::InternalLb,
+        }
+    }
+}
+
+fn refuse(code: &'static str, message: String, service: &Service) -> Decision {
+    Decision::deny(Layer::Ingress, Some(404), vec![Reason::new(code, message, Some(&service.ingress.source))])
+}
+
+fn admit(code: &'static str, message: String, service: &Service) -> Stage {
+    Ok(((), vec![Reason::new(code, message, Some(&service.ingress.source))]))
+}
+
+pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Project) -> Stage {
+    let setting = service.ingress.value;
+    let name = &service.name;
+    if door == Door::DefaultUrl && service.default_url_disabled.value {
+        return Err(Decision::deny(
+            Layer::Ingress,
+            Some(404),
+            vec![Reason::new(
+                "ingress.default_url_disabled",
+                format!("`{name}` has its run.app URL disabled"),
+                Some(&service.default_url_disabled.source),
+            )],
+        ));
+    }
+    match setting {
+        Ingress::None => return Err(refuse("ingress.none", format!("`{name}` admits no traffic (ingress `none`)"), service)),
+        Ingress::All => return admit("ingress.all", format!("`{name}` has ingress `all`: every source is admitted"), service),
+        Ingress::Internal | Ingress::InternalAndCloudLoadBalancing => {}
+    }
+    match door {
+        Door::InternalLb => {
+            return admit("ingress.internal_lb", format!("internal load balancers are internal under ingress `{setting}`"), service);
+        }
+        Door::ExternalLb if setting == Ingress::InternalAndCloudLoadBalancing => {
+            return admit(
+                "ingress.external_lb",
+                format!("ingress `{setting}` admits external Application Load Balancers"),
+                service,
+            );
+        }
+        Door::ExternalLb => {
+            return Err(refuse(
+                "ingress.external_lb_refused",
+                format!("ingress `internal` refuses external load balancers; use `internal-and-cloud-load-balancing` to admit them"),
+                service,
+            ));
+        }
+        Door::DefaultUrl | Door::CustomDomain => {}
+    }
+    match origin {
+        NetOrigin::Vpc(net) if project.owns_network(net) => admit(
+            "ingress.same_project_vpc",
+            format!("VPC network `{}` is in the service's project, so the request is internal", net.network),
+            service,
+        ),
+        NetOrigin::Vpc(net) if project.is_shared_vpc(net) => {
+            // A Shared VPC network counts only when the serving revision egresses to it.
+            let attached = service.vpc.as_ref().is_some_and(|v| &v.network == net);
+            if attached {
+                admit(
+                    "ingress.shared_vpc",
+                    format!("`{name}`'s revision is attached to Shared VPC network `{net}`, so requests from it are internal"),
+                    service,
+                )
+            } else {
+                Err(refuse(
+                    "ingress.shared_vpc_not_attached",
+                    format!(
+                        "Shared VPC network `{net}` counts as internal only for revisions that egress to it, and `{name}` does not; ingress `{setting}` refuses it"
+                    ),
+                    service,
+                ))
+            }
+        }
+        NetOrigin::Vpc(net) if project.in_perimeter(&net.project) => admit(
+            "ingress.vpc_sc_perimeter",
+            format!("project `{}` is inside the service's VPC Service Controls perimeter", net.project),
+            service,
+        ),
+        NetOrigin::Google { product, project: p } => {
+            if door != Door::DefaultUrl {
+                return Err(refuse(
+                    "ingress.google_product_custom_domain",
+                    format!("{} is internal only when it calls the run.app URL, not a custom domain", product.as_str()),
+                    service,
+                ));
+            }
+            if project.is_self(p) || project.in_perimeter(p) {
+                admit(
+                    "ingress.google_product",
+                    format!("{} in the same project or perimeter calling the run.app URL is internal", product.as_str()),
+                    service,
+                )
+            } else {
+                Err(refuse(
+                    "ingress.google_product_other_project",
+                    format!("{} in project `{p}` is outside the service's project and perimeter", product.as_str()),
+                    service,
+                ))
+            }
+        }
+        NetOrigin::Vpc(net) => Err(refuse(
+            "ingress.internal_only",
+            format!("VPC network `{net}` belongs to another project; ingress `{setting}` admits only internal sources"),
+            service,
+        )),
+        NetOrigin::Internet => Err(refuse(
+            "ingress.internal_only",
+            format!("ingress `{setting}` refuses requests from the internet"),
+            service,
+        )),
+    }
+}

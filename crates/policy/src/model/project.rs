@@ -1,0 +1,190 @@
+//! The project: everything in `moat.yaml` plus the services and policies loaded beside it.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use crate::model::iam::{IamPolicy, MemberRef};
+use crate::model::service::{NetworkRef, Service};
+use crate::source::SourceRef;
+
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    pub name: String,
+    pub region: String,
+    pub range: IpNet,
+    pub private_google_access: bool,
+    pub source: SourceRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    pub subnets: Vec<Subnet>,
+    pub source: SourceRef,
+}
+
+/// A Shared VPC network of another (host) project that revisions may attach to.
+#[derive(Debug, Clone)]
+pub struct SharedVpc {
+    pub network: NetworkRef,
+    pub source: SourceRef,
+}
+
+/// A Serverless VPC Access connector and the network it sits in.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub name: String,
+    pub network: NetworkRef,
+    pub source: SourceRef,
+}
+
+/// The VPC Service Controls perimeter that contains the project (Cloud Run restricted).
+#[derive(Debug, Clone)]
+pub struct Perimeter {
+    pub name: String,
+    /// Other projects inside the same perimeter (ids or numbers).
+    pub projects: Vec<String>,
+    pub source: SourceRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LbScheme {
+    External,
+    Internal,
+}
+
+#[derive(Debug, Clone)]
+pub struct LbRoute {
+    pub path: String,
+    pub service: String,
+    pub source: SourceRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    pub name: String,
+    pub scheme: LbScheme,
+    /// The VPC network an internal load balancer lives in.
+    pub network: Option<NetworkRef>,
+    pub hosts: Vec<String>,
+    /// Name of the security policy file in `armor/` (without `.json`).
+    pub security_policy: Option<String>,
+    pub iap: bool,
+    pub routes: Vec<LbRoute>,
+    pub source: SourceRef,
+}
+
+impl LoadBalancer {
+    pub fn routes_to(&self, service: &str) -> bool {
+        self.routes.iter().any(|r| r.service == service)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainMapping {
+    pub domain: String,
+    pub service: String,
+    pub source: SourceRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub email: String,
+    pub members: Vec<MemberRef>,
+    pub source: SourceRef,
+}
+
+/// Secret metadata (never values): name and the secret's own IAM policy.
+#[derive(Debug, Clone)]
+pub struct Secret {
+    pub name: String,
+    pub iam: IamPolicy,
+    pub source: SourceRef,
+}
+
+/// How `moat up` runs a service locally.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub command: Vec<String>,
+    pub dir: Option<String>,
+    pub source: SourceRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceAccount {
+    pub email: String,
+    pub source: SourceRef,
+}
+
+/// A loaded, validated project. Immutable; shared by analysis and enforcement.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: String,
+    pub number: String,
+    pub region: String,
+    pub source: SourceRef,
+    pub networks: Vec<Network>,
+    pub shared_vpc: Vec<SharedVpc>,
+    pub connectors: Vec<Connector>,
+    pub perimeter: Option<Perimeter>,
+    pub load_balancers: Vec<LoadBalancer>,
+    pub domain_mappings: Vec<DomainMapping>,
+    /// Keyed by lower-case group email.
+    pub groups: BTreeMap<String, Group>,
+    /// The project IAM policy, including the implied Editor grant of the default compute
+    /// service account unless `automatic_default_sa_grants: false`.
+    pub iam: IamPolicy,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub run: BTreeMap<String, RunSpec>,
+    pub services: BTreeMap<String, Service>,
+    /// Names of the security policies found in `armor/`.
+    pub armor_policies: Vec<String>,
+}
+
+impl Project {
+    /// `PROJECT_NUMBER-compute@developer.gserviceaccount.com`.
+    pub fn default_compute_sa(&self) -> String {
+        default_compute_sa(&self.number)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.get(name)
+    }
+
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// Whether `project` (id or number) is this project.
+    pub fn is_self(&self, project: &str) -> bool {
+        project == self.id || project == self.number
+    }
+
+    /// Whether `project` is this project or shares its VPC-SC perimeter.
+    pub fn in_perimeter(&self, project: &str) -> bool {
+        self.perimeter.as_ref().is_some_and(|p| p.projects.iter().any(|q| q == project))
+    }
+
+    pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancer> {
+        self.load_balancers.iter().find(|lb| lb.name == name)
+    }
+
+    pub fn domain_mapping(&self, domain: &str) -> Option<&DomainMapping> {
+        self.domain_mappings.iter().find(|d| d.domain.eq_ignore_ascii_case(domain))
+    }
+
+    /// Whether a VPC network is one of this project's own.
+    pub fn owns_network(&self, net: &NetworkRef) -> bool {
+        self.is_self(&net.project) && self.network(&net.network).is_some()
+    }
+
+    pub fn is_shared_vpc(&self, net: &NetworkRef) -> bool {
+        self.shared_vpc.iter().any(|s| &s.network == net)
+    }
+}
+
+pub fn default_compute_sa(project_number: &str) -> String {
+    format!("{project_number}-compute@developer.gserviceaccount.com")
+}
