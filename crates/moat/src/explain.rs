@@ -74,11 +74,14 @@ pub fn run(args: Args) -> Exit {
             }
             match matrix(&project, service.as_deref()) {
                 Ok(answers) => {
-                    print!("{}", match args.format {
-                        Format::Json => matrix_json(&answers),
-                        Format::Human => matrix_human(&answers),
-                        Format::Dot => matrix_dot(&answers),
-                    });
+                    print!(
+                        "{}",
+                        match args.format {
+                            Format::Json => matrix_json(&answers),
+                            Format::Human => matrix_human(&answers),
+                            Format::Dot => matrix_dot(&answers),
+                        }
+                    );
                     Exit::Clean
                 }
                 Err(e) => report(Usage(e.to_string())),
@@ -119,7 +122,10 @@ fn verdict(a: &Answer) -> String {
     match (a.effect, a.status) {
         (Effect::Allow, _) => "ALLOW: 200, the request reaches the container".to_owned(),
         (Effect::Deny, Some(s)) => format!("DENY at {}: HTTP {s}", a.layer.map(|l| l.to_string()).unwrap_or_default()),
-        (Effect::Deny, None) => format!("DENY at {}: no HTTP response (the path does not exist)", a.layer.map(|l| l.to_string()).unwrap_or_default()),
+        (Effect::Deny, None) => format!(
+            "DENY at {}: no HTTP response (the path does not exist)",
+            a.layer.map(|l| l.to_string()).unwrap_or_default()
+        ),
     }
 }
 
@@ -183,7 +189,13 @@ fn matrix_dot(answers: &[Answer]) -> String {
     let mut s = String::from("digraph moat {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
     let q = |x: &str| x.replace('\\', "\\\\").replace('"', "\\\"");
     for ((from, to), label) in &edges {
-        let _ = writeln!(s, "  \"{}\" -> \"{}\" [label=\"{}\"];", q(from), q(&format!("service:{to}")), q(&label.join(", ")));
+        let _ = writeln!(
+            s,
+            "  \"{}\" -> \"{}\" [label=\"{}\"];",
+            q(from),
+            q(&format!("service:{to}")),
+            q(&label.join(", "))
+        );
     }
     s.push_str("}\n");
     s

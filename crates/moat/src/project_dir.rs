@@ -37,7 +37,10 @@ pub fn read_files(dir: &Path) -> Result<Vec<SourceFile>, ProjectDirError> {
             let name = e.file_name().to_string_lossy().into_owned();
             let wanted = [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x)) && !name.starts_with('.');
             if wanted && e.file_type().map_err(io)?.is_file() {
-                files.push(SourceFile { path: format!("{sub}/{name}"), text: std::fs::read_to_string(e.path()).map_err(io)? });
+                files.push(SourceFile {
+                    path: format!("{sub}/{name}"),
+                    text: std::fs::read_to_string(e.path()).map_err(io)?,
+                });
             }
         }
     }

@@ -78,7 +78,10 @@ pub fn authorize(principal: &Principal, service: &crate::model::Service, project
         let via = if b.implied { " (Google's automatic grant to the default compute service account)" } else { "" };
         reasons.push(Reason::new(
             "iam.binding",
-            format!("{principal} matches `{}` in the binding of `{}` on {scope}{via}, which carries run.routes.invoke", m.member, b.role),
+            format!(
+                "{principal} matches `{}` in the binding of `{}` on {scope}{via}, which carries run.routes.invoke",
+                m.member, b.role
+            ),
             Some(&m.source),
         ));
         return Ok((Permit(()), reasons));
@@ -86,9 +89,15 @@ pub fn authorize(principal: &Principal, service: &crate::model::Service, project
     let (code, msg) = match principal {
         Principal::Anonymous => (
             "iam.anonymous",
-            format!("`{}` requires authentication: no `allUsers` binding carries run.routes.invoke, and the caller sent no token", service.name),
+            format!(
+                "`{}` requires authentication: no `allUsers` binding carries run.routes.invoke, and the caller sent no token",
+                service.name
+            ),
         ),
-        p => ("iam.no_binding", format!("{p} holds no role with run.routes.invoke on service `{}` or on the project", service.name)),
+        p => (
+            "iam.no_binding",
+            format!("{p} holds no role with run.routes.invoke on service `{}` or on the project", service.name),
+        ),
     };
     reasons.push(Reason::new(code, msg, None));
     Err(Decision::deny(Layer::Authorization, Some(403), reasons))
@@ -100,7 +109,12 @@ pub fn member_matches(member: &Member, principal: &Principal, project: &Project)
     match_inner(member, principal, project, &mut BTreeSet::new())
 }
 
-fn match_inner<'a>(member: &'a Member, principal: &Principal, project: &'a Project, seen: &mut BTreeSet<&'a str>) -> bool {
+fn match_inner<'a>(
+    member: &'a Member,
+    principal: &Principal,
+    project: &'a Project,
+    seen: &mut BTreeSet<&'a str>,
+) -> bool {
     match (member, principal) {
         (Member::AllUsers, _) => true,
         (_, Principal::Anonymous) => false,

@@ -42,7 +42,10 @@ pub fn origin_of_call(caller: &Service, dest: Destination, project: &Project) ->
                 NetOrigin::Vpc(vpc.network.clone()),
                 Reason::new(
                     "egress.all_traffic",
-                    format!("`{}` sends all traffic through {how} into VPC network `{}`{note}", caller.name, vpc.network),
+                    format!(
+                        "`{}` sends all traffic through {how} into VPC network `{}`{note}",
+                        caller.name, vpc.network
+                    ),
                     Some(&vpc.egress.source),
                 ),
             )
@@ -51,7 +54,10 @@ pub fn origin_of_call(caller: &Service, dest: Destination, project: &Project) ->
             NetOrigin::Vpc(vpc.network.clone()),
             Reason::new(
                 "egress.private_ranges_via_vpc",
-                format!("`{}` sends private destinations through {how} into VPC network `{}`", caller.name, vpc.network),
+                format!(
+                    "`{}` sends private destinations through {how} into VPC network `{}`",
+                    caller.name, vpc.network
+                ),
                 Some(&vpc.egress.source),
             ),
         ),

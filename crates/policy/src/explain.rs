@@ -53,7 +53,9 @@ pub struct Query {
 /// The principal a caller at `origin` acts as when none is given.
 pub fn default_principal(project: &Project, origin: &Origin) -> Result<Principal, QueryError> {
     match origin {
-        Origin::Service(name) => Ok(Principal::ServiceAccount(lookup_service(project, name)?.service_account.value.clone())),
+        Origin::Service(name) => {
+            Ok(Principal::ServiceAccount(lookup_service(project, name)?.service_account.value.clone()))
+        }
         _ => Ok(Principal::Anonymous),
     }
 }
@@ -86,7 +88,12 @@ pub fn query(project: &Project, q: &Query) -> Result<Answer, QueryError> {
 /// knows (its own and Shared VPC), each Google product in the project, each other service.
 pub fn origins(project: &Project, service: &str) -> Vec<Origin> {
     let mut out = vec![Origin::Internet];
-    out.extend(project.networks.iter().map(|n| Origin::Vpc(NetworkRef { project: project.id.clone(), network: n.name.clone() })));
+    out.extend(
+        project
+            .networks
+            .iter()
+            .map(|n| Origin::Vpc(NetworkRef { project: project.id.clone(), network: n.name.clone() })),
+    );
     out.extend(project.shared_vpc.iter().map(|s| Origin::Vpc(s.network.clone())));
     out.extend(GoogleProduct::ALL.iter().map(|p| Origin::Google { product: *p, project: project.id.clone() }));
     out.extend(project.services.keys().filter(|s| s.as_str() != service).map(|s| Origin::Service(s.clone())));
@@ -97,8 +104,12 @@ pub fn origins(project: &Project, service: &str) -> Vec<Origin> {
 pub fn entries(project: &Project, service: &Service) -> Vec<Entry> {
     let mut out = vec![Entry::DefaultUrl];
     out.extend(service.tags.iter().map(|t| Entry::Tag(t.tag.clone())));
-    out.extend(project.domain_mappings.iter().filter(|d| d.service == service.name).map(|d| Entry::Domain(d.domain.clone())));
-    out.extend(project.load_balancers.iter().filter(|lb| lb.routes_to(&service.name)).map(|lb| Entry::Lb(lb.name.clone())));
+    out.extend(
+        project.domain_mappings.iter().filter(|d| d.service == service.name).map(|d| Entry::Domain(d.domain.clone())),
+    );
+    out.extend(
+        project.load_balancers.iter().filter(|lb| lb.routes_to(&service.name)).map(|lb| Entry::Lb(lb.name.clone())),
+    );
     out
 }
 

@@ -47,13 +47,21 @@ pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Proj
         ));
     }
     match setting {
-        Ingress::None => return Err(refuse("ingress.none", format!("`{name}` admits no traffic (ingress `none`)"), service)),
-        Ingress::All => return admit("ingress.all", format!("`{name}` has ingress `all`: every source is admitted"), service),
+        Ingress::None => {
+            return Err(refuse("ingress.none", format!("`{name}` admits no traffic (ingress `none`)"), service));
+        }
+        Ingress::All => {
+            return admit("ingress.all", format!("`{name}` has ingress `all`: every source is admitted"), service);
+        }
         Ingress::Internal | Ingress::InternalAndCloudLoadBalancing => {}
     }
     match door {
         Door::InternalLb => {
-            return admit("ingress.internal_lb", format!("internal load balancers are internal under ingress `{setting}`"), service);
+            return admit(
+                "ingress.internal_lb",
+                format!("internal load balancers are internal under ingress `{setting}`"),
+                service,
+            );
         }
         Door::ExternalLb if setting == Ingress::InternalAndCloudLoadBalancing => {
             return admit(
@@ -65,7 +73,9 @@ pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Proj
         Door::ExternalLb => {
             return Err(refuse(
                 "ingress.external_lb_refused",
-                format!("ingress `internal` refuses external load balancers; use `internal-and-cloud-load-balancing` to admit them"),
+                format!(
+                    "ingress `internal` refuses external load balancers; use `internal-and-cloud-load-balancing` to admit them"
+                ),
                 service,
             ));
         }
@@ -83,7 +93,9 @@ pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Proj
             if attached {
                 admit(
                     "ingress.shared_vpc",
-                    format!("`{name}`'s revision is attached to Shared VPC network `{net}`, so requests from it are internal"),
+                    format!(
+                        "`{name}`'s revision is attached to Shared VPC network `{net}`, so requests from it are internal"
+                    ),
                     service,
                 )
             } else {
@@ -112,7 +124,10 @@ pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Proj
             if project.is_self(p) || project.in_perimeter(p) {
                 admit(
                     "ingress.google_product",
-                    format!("{} in the same project or perimeter calling the run.app URL is internal", product.as_str()),
+                    format!(
+                        "{} in the same project or perimeter calling the run.app URL is internal",
+                        product.as_str()
+                    ),
                     service,
                 )
             } else {

@@ -35,7 +35,11 @@ pub struct ResolvedEntry<'a> {
     pub lb: Option<&'a LoadBalancer>,
 }
 
-pub fn resolve_entry<'a>(project: &'a Project, service: &Service, entry: &Entry) -> Result<ResolvedEntry<'a>, QueryError> {
+pub fn resolve_entry<'a>(
+    project: &'a Project,
+    service: &Service,
+    entry: &Entry,
+) -> Result<ResolvedEntry<'a>, QueryError> {
     match entry {
         Entry::DefaultUrl => Ok(ResolvedEntry { door: Door::DefaultUrl, lb: None }),
         Entry::Tag(t) if service.has_tag(t) => Ok(ResolvedEntry { door: Door::DefaultUrl, lb: None }),
@@ -62,7 +66,11 @@ pub fn lookup_service<'a>(project: &'a Project, name: &str) -> Result<&'a Servic
 }
 
 /// The network origin of a request, resolving a calling service through its egress settings.
-pub fn resolve_origin(project: &Project, origin: &Origin, entry: ResolvedEntry<'_>) -> Result<(NetOrigin, Vec<Reason>), QueryError> {
+pub fn resolve_origin(
+    project: &Project,
+    origin: &Origin,
+    entry: ResolvedEntry<'_>,
+) -> Result<(NetOrigin, Vec<Reason>), QueryError> {
     match origin {
         Origin::Internet => Ok((NetOrigin::Internet, Vec::new())),
         Origin::Vpc(n) => {
@@ -76,7 +84,9 @@ pub fn resolve_origin(project: &Project, origin: &Origin, entry: ResolvedEntry<'
             };
             Ok((NetOrigin::Vpc(n), Vec::new()))
         }
-        Origin::Google { product, project: p } => Ok((NetOrigin::Google { product: *product, project: p.clone() }, Vec::new())),
+        Origin::Google { product, project: p } => {
+            Ok((NetOrigin::Google { product: *product, project: p.clone() }, Vec::new()))
+        }
         Origin::Service(name) => {
             let caller = lookup_service(project, name)?;
             let dest = match entry.lb {
@@ -91,7 +101,12 @@ pub fn resolve_origin(project: &Project, origin: &Origin, entry: ResolvedEntry<'
 
 /// The network and ingress part of the path: everything that depends on where the request
 /// comes from and which door it uses, and nothing on who sends it.
-pub fn admit(project: &Project, service: &Service, origin: &Origin, entry: &Entry) -> Result<Result<Vec<Reason>, Decision>, QueryError> {
+pub fn admit(
+    project: &Project,
+    service: &Service,
+    origin: &Origin,
+    entry: &Entry,
+) -> Result<Result<Vec<Reason>, Decision>, QueryError> {
     let resolved = resolve_entry(project, service, entry)?;
     let (net, mut reasons) = resolve_origin(project, origin, resolved)?;
     let prefix = |mut d: Decision, mut r: Vec<Reason>| {
@@ -142,7 +157,13 @@ pub fn invoke(mut reasons: Vec<Reason>, token: Option<&TokenFacts>, service: &Se
 }
 
 /// The full decision for one request.
-pub fn decide(project: &Project, service: &str, origin: &Origin, entry: &Entry, token: Option<&TokenFacts>) -> Result<Decision, QueryError> {
+pub fn decide(
+    project: &Project,
+    service: &str,
+    origin: &Origin,
+    entry: &Entry,
+    token: Option<&TokenFacts>,
+) -> Result<Decision, QueryError> {
     let svc = lookup_service(project, service)?;
     Ok(match admit(project, svc, origin, entry)? {
         Ok(reasons) => invoke(reasons, token, svc, project),

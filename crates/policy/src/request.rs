@@ -52,7 +52,10 @@ pub enum Origin {
     Internet,
     /// A VPC network; `project` is the owning project (this project or a Shared VPC host).
     Vpc(NetworkRef),
-    Google { product: GoogleProduct, project: String },
+    Google {
+        product: GoogleProduct,
+        project: String,
+    },
     /// Another Cloud Run service of the project; resolved through its egress settings.
     Service(String),
 }
@@ -136,7 +139,9 @@ impl FromStr for Origin {
         match kind {
             // The project is filled in by `Origin::in_project` when it is not given.
             "vpc" => Ok(match rest.split_once('/') {
-                Some((p, n)) if !p.is_empty() && !n.is_empty() => Self::Vpc(NetworkRef { project: p.into(), network: n.into() }),
+                Some((p, n)) if !p.is_empty() && !n.is_empty() => {
+                    Self::Vpc(NetworkRef { project: p.into(), network: n.into() })
+                }
                 Some(_) => return Err(bad()),
                 None => Self::Vpc(NetworkRef { project: String::new(), network: rest.into() }),
             }),
@@ -145,7 +150,10 @@ impl FromStr for Origin {
                 let (product, project) = rest.split_once('@').unwrap_or((rest, ""));
                 let product = GoogleProduct::ALL.into_iter().find(|p| p.as_str() == product).ok_or_else(|| {
                     let names: Vec<_> = GoogleProduct::ALL.iter().map(|p| p.as_str()).collect();
-                    ParseError(format!("`{product}` is not a Google product moat knows: use one of {}", names.join(", ")))
+                    ParseError(format!(
+                        "`{product}` is not a Google product moat knows: use one of {}",
+                        names.join(", ")
+                    ))
                 })?;
                 Ok(Self::Google { product, project: project.to_owned() })
             }
@@ -158,8 +166,12 @@ impl Origin {
     /// Fills in this project where the origin left the project out.
     pub fn in_project(self, project_id: &str) -> Self {
         match self {
-            Self::Vpc(n) if n.project.is_empty() => Self::Vpc(NetworkRef { project: project_id.into(), network: n.network }),
-            Self::Google { product, project } if project.is_empty() => Self::Google { product, project: project_id.into() },
+            Self::Vpc(n) if n.project.is_empty() => {
+                Self::Vpc(NetworkRef { project: project_id.into(), network: n.network })
+            }
+            Self::Google { product, project } if project.is_empty() => {
+                Self::Google { product, project: project_id.into() }
+            }
             other => other,
         }
     }
@@ -181,7 +193,9 @@ impl fmt::Display for NetOrigin {
         match self {
             Self::Internet => f.write_str("the internet"),
             Self::Vpc(n) => write!(f, "VPC network `{}/{}`", n.project, n.network),
-            Self::Google { product, project } => write!(f, "Google product `{}` in project `{project}`", product.as_str()),
+            Self::Google { product, project } => {
+                write!(f, "Google product `{}` in project `{project}`", product.as_str())
+            }
         }
     }
 }
@@ -189,7 +203,8 @@ impl fmt::Display for NetOrigin {
 impl FromStr for Entry {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let bad = || ParseError(format!("`{s}` is not an entry: use `default-url`, `tag:TAG`, `domain:HOST` or `lb:NAME`"));
+        let bad =
+            || ParseError(format!("`{s}` is not an entry: use `default-url`, `tag:TAG`, `domain:HOST` or `lb:NAME`"));
         if s == "default-url" {
             return Ok(Self::DefaultUrl);
         }
@@ -216,7 +231,8 @@ impl fmt::Display for Entry {
 impl FromStr for Principal {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let bad = || ParseError(format!("`{s}` is not a principal: use `anonymous`, `user:EMAIL` or `serviceAccount:EMAIL`"));
+        let bad =
+            || ParseError(format!("`{s}` is not a principal: use `anonymous`, `user:EMAIL` or `serviceAccount:EMAIL`"));
         if s == "anonymous" {
             return Ok(Self::Anonymous);
         }
@@ -268,6 +284,9 @@ mod tests {
         assert!("lb".parse::<Entry>().is_err());
         assert_eq!("user:A@b.c".parse::<Principal>(), Ok(Principal::User("a@b.c".into())));
         assert!("group:a@b.c".parse::<Principal>().is_err());
-        assert_eq!(Principal::from_email("x@p.iam.gserviceaccount.com"), Principal::ServiceAccount("x@p.iam.gserviceaccount.com".into()));
+        assert_eq!(
+            Principal::from_email("x@p.iam.gserviceaccount.com"),
+            Principal::ServiceAccount("x@p.iam.gserviceaccount.com".into())
+        );
     }
 }

@@ -32,7 +32,8 @@ impl Permission {
     }
 }
 
-const INVOKE: &[&str] = &["roles/run.invoker", "roles/run.servicesInvoker", "roles/run.admin", "roles/editor", "roles/owner"];
+const INVOKE: &[&str] =
+    &["roles/run.invoker", "roles/run.servicesInvoker", "roles/run.admin", "roles/editor", "roles/owner"];
 const SECRET_ACCESS: &[&str] = &["roles/secretmanager.secretAccessor", "roles/secretmanager.admin", "roles/owner"];
 
 /// Whether `role` carries `permission`.

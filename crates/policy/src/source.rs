@@ -41,11 +41,7 @@ impl SourceRef {
 impl fmt::Display for SourceRef {
     /// `file:line`, the form editors and SARIF viewers jump to; just `file` for implied items.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}", self.file)
-        } else {
-            write!(f, "{}:{}", self.file, self.line)
-        }
+        if self.line == 0 { write!(f, "{}", self.file) } else { write!(f, "{}:{}", self.file, self.line) }
     }
 }
 
@@ -54,11 +50,7 @@ pub(crate) fn byte_offset(text: &str, line: u32, column: u32) -> usize {
     let mut offset = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line as usize {
-            let col_bytes: usize = l
-                .chars()
-                .take(column.saturating_sub(1) as usize)
-                .map(char::len_utf8)
-                .sum();
+            let col_bytes: usize = l.chars().take(column.saturating_sub(1) as usize).map(char::len_utf8).sum();
             return offset + col_bytes;
         }
         offset += l.len();

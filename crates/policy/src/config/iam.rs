@@ -23,7 +23,11 @@ pub(crate) fn lower_policy(ctx: &FileCtx, raw: RawPolicy, errs: &mut Vec<ConfigE
             let at = ctx.at(&m.referenced);
             match Member::parse(&m.value) {
                 Ok(member) => members.push(MemberRef { member, source: at }),
-                Err(e) => errs.push(ctx.error(&at, e, "write members as gcloud prints them, e.g. `serviceAccount:NAME@PROJECT.iam.gserviceaccount.com`")),
+                Err(e) => errs.push(ctx.error(
+                    &at,
+                    e,
+                    "write members as gcloud prints them, e.g. `serviceAccount:NAME@PROJECT.iam.gserviceaccount.com`",
+                )),
             }
         }
         let condition = b.condition.map(|c| Condition {

@@ -12,8 +12,8 @@ mod service;
 
 use serde::de::DeserializeOwned;
 
-pub use diag::{ConfigError, LoadErrors};
 use diag::FileCtx;
+pub use diag::{ConfigError, LoadErrors};
 
 use crate::model::Project;
 use crate::source::SourceFile;
@@ -111,13 +111,14 @@ pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
     for f in files.iter().filter(|f| stem(&f.path, "iam").is_some()) {
         let ctx = FileCtx::new(&f.path, &f.text);
         let name = stem(&f.path, "iam").unwrap_or_default().to_owned();
-        let raw: raw::RawPolicy = match parse(&ctx, "expected `gcloud run services get-iam-policy NAME --format json` output") {
-            Ok(r) => r,
-            Err(e) => {
-                errs.push(e);
-                continue;
-            }
-        };
+        let raw: raw::RawPolicy =
+            match parse(&ctx, "expected `gcloud run services get-iam-policy NAME --format json` output") {
+                Ok(r) => r,
+                Err(e) => {
+                    errs.push(e);
+                    continue;
+                }
+            };
         let policy = iam::lower_policy(&ctx, raw, &mut errs);
         match project.services.get_mut(&name) {
             Some(s) => s.iam = policy,
@@ -144,7 +145,10 @@ fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigEr
             if !known(&r.service) {
                 errs.push(ctx.error(
                     &r.source,
-                    format!("load balancer `{}` routes `{}` to service `{}`, which does not exist", lb.name, r.path, r.service),
+                    format!(
+                        "load balancer `{}` routes `{}` to service `{}`, which does not exist",
+                        lb.name, r.path, r.service
+                    ),
                     format!("route to one of: {}", names()),
                 ));
             }
@@ -153,7 +157,10 @@ fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigEr
             if !project.armor_policies.iter().any(|p| p == policy) {
                 errs.push(ctx.error(
                     &lb.source,
-                    format!("load balancer `{}` uses security policy `{policy}`, but there is no `armor/{policy}.json`", lb.name),
+                    format!(
+                        "load balancer `{}` uses security policy `{policy}`, but there is no `armor/{policy}.json`",
+                        lb.name
+                    ),
                     "export it with `gcloud compute security-policies describe NAME --format json > armor/NAME.json`",
                 ));
             }

@@ -160,7 +160,11 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
             routes: lb
                 .routes
                 .into_iter()
-                .map(|r| LbRoute { path: r.value.path, service: r.value.service.value, source: ctx.at(&r.value.service.referenced) })
+                .map(|r| LbRoute {
+                    path: r.value.path,
+                    service: r.value.service.value,
+                    source: ctx.at(&r.value.service.referenced),
+                })
                 .collect(),
             source,
         });
@@ -182,10 +186,16 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
             let at = ctx.at(&m.referenced);
             match Member::parse(&m.value) {
                 Ok(member) => members.push(MemberRef { member, source: at }),
-                Err(e) => errs.push(ctx.error(&at, e, "group members use IAM member syntax, e.g. `user:dev@example.com`")),
+                Err(e) => {
+                    errs.push(ctx.error(&at, e, "group members use IAM member syntax, e.g. `user:dev@example.com`"))
+                }
             }
         }
-        if project.groups.insert(email.clone(), Group { email: email.clone(), members, source: source.clone() }).is_some() {
+        if project
+            .groups
+            .insert(email.clone(), Group { email: email.clone(), members, source: source.clone() })
+            .is_some()
+        {
             errs.push(ctx.error(&source, format!("group `{email}` is declared twice"), "merge the two member lists"));
         }
     }
@@ -208,10 +218,9 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
     }
 
     for sa in raw.service_accounts {
-        project.service_accounts.push(ServiceAccount {
-            email: sa.value.email.value.to_ascii_lowercase(),
-            source: ctx.at(&sa.referenced),
-        });
+        project
+            .service_accounts
+            .push(ServiceAccount { email: sa.value.email.value.to_ascii_lowercase(), source: ctx.at(&sa.referenced) });
     }
     for s in raw.secrets {
         let source = ctx.at(&s.referenced);

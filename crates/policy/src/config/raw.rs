@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use serde_saphyr::Spanned;
 
 /// A scalar read as text whatever its YAML type: annotation values are strings in exports but
@@ -48,7 +48,10 @@ impl<'de> Deserialize<'de> for Str {
 /// `gcloud ... get-iam-policy --format json`, also used inline in moat.yaml.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[expect(dead_code, reason = "etag, version and auditConfigs are accepted so that real exports load, but do not affect access")]
+#[expect(
+    dead_code,
+    reason = "etag, version and auditConfigs are accepted so that real exports load, but do not affect access"
+)]
 pub struct RawPolicy {
     #[serde(default)]
     pub bindings: Vec<Spanned<RawBinding>>,

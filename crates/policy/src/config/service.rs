@@ -46,7 +46,10 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
         if !project.is_self(&ns.value.0) {
             errs.push(ctx.error(
                 &ctx.at(&ns.referenced),
-                format!("service `{name}` belongs to project `{}`, not to `{}` ({})", ns.value.0, project.id, project.number),
+                format!(
+                    "service `{name}` belongs to project `{}`, not to `{}` ({})",
+                    ns.value.0, project.id, project.number
+                ),
                 "export services of the project named in moat.yaml only, or fix `project.number` there",
             ));
         }
@@ -81,18 +84,14 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
         },
         None => Setting::implied(Vec::new(), source.clone()),
     };
-    let mut urls: Vec<String> = get("urls")
-        .and_then(|v| serde_json::from_str::<Vec<String>>(&v.value.0).ok())
-        .unwrap_or_default();
+    let mut urls: Vec<String> =
+        get("urls").and_then(|v| serde_json::from_str::<Vec<String>>(&v.value.0).ok()).unwrap_or_default();
     if let Some(status) = &k.status {
         urls.extend(status.url.clone());
         urls.extend(status.address.as_ref().and_then(|a| a.url.clone()));
     }
-    let region = k
-        .metadata
-        .labels
-        .get("cloud.googleapis.com/location")
-        .map_or_else(|| project.region.clone(), |r| r.0.clone());
+    let region =
+        k.metadata.labels.get("cloud.googleapis.com/location").map_or_else(|| project.region.clone(), |r| r.0.clone());
 
     let spec = k.spec.unwrap_or_default();
     let template = spec.template.unwrap_or_default();
@@ -174,7 +173,13 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
             } else {
                 s.items.into_iter().map(|it| (resolve(&s.secret_name, it.key.0), it.path)).unzip()
             };
-            Some(SecretVolume { mount_path: mounts.get(&v.name).cloned().flatten(), name: v.name, files, paths, source: src })
+            Some(SecretVolume {
+                mount_path: mounts.get(&v.name).cloned().flatten(),
+                name: v.name,
+                files,
+                paths,
+                source: src,
+            })
         })
         .collect();
     let tags = spec
@@ -260,7 +265,9 @@ pub(crate) fn lower_v2(ctx: &FileCtx, v: V2Service, project: &Project, errs: &mu
     let resolve = |secret: &str, version: Option<Str>| -> SecretRef {
         let version = version.map_or_else(|| "latest".to_owned(), |s| s.0);
         match secret.strip_prefix("projects/").and_then(|r| r.split_once("/secrets/")) {
-            Some((p, s)) if !project.is_self(p) => SecretRef { project: Some(p.to_owned()), secret: s.to_owned(), version },
+            Some((p, s)) if !project.is_self(p) => {
+                SecretRef { project: Some(p.to_owned()), secret: s.to_owned(), version }
+            }
             Some((_, s)) => SecretRef { project: None, secret: s.to_owned(), version },
             None => SecretRef { project: None, secret: secret.to_owned(), version },
         }
@@ -319,13 +326,23 @@ pub(crate) fn lower_v2(ctx: &FileCtx, v: V2Service, project: &Project, errs: &mu
             } else {
                 s.items.into_iter().map(|it| (resolve(&s.secret, it.version), it.path)).unzip()
             };
-            Some(SecretVolume { mount_path: mounts.get(&vol.name).cloned().flatten(), name: vol.name, files, paths, source: src })
+            Some(SecretVolume {
+                mount_path: mounts.get(&vol.name).cloned().flatten(),
+                name: vol.name,
+                files,
+                paths,
+                source: src,
+            })
         })
         .collect();
     let tags = v
         .traffic
         .into_iter()
-        .filter_map(|t| t.tag.filter(|t| !t.value.is_empty()).map(|tag| TrafficTag { tag: tag.value, source: ctx.at(&tag.referenced) }))
+        .filter_map(|t| {
+            t.tag
+                .filter(|t| !t.value.is_empty())
+                .map(|tag| TrafficTag { tag: tag.value, source: ctx.at(&tag.referenced) })
+        })
         .collect();
     let invoker_iam_disabled = flag(v.invoker_iam_disabled);
     let default_url_disabled = flag(v.default_uri_disabled);
@@ -359,14 +376,23 @@ fn bad_ingress(ctx: &FileCtx, v: &Spanned<Str>) -> ConfigError {
 }
 
 /// gcloud writes `'True'`/`'False'`, the server echoes `'true'`: compare case-insensitively.
-fn bool_annotation(ctx: &FileCtx, v: Option<&Spanned<Str>>, service: &SourceRef, errs: &mut Vec<ConfigError>) -> Setting<bool> {
+fn bool_annotation(
+    ctx: &FileCtx,
+    v: Option<&Spanned<Str>>,
+    service: &SourceRef,
+    errs: &mut Vec<ConfigError>,
+) -> Setting<bool> {
     match v {
         None => Setting::implied(false, service.clone()),
         Some(v) => match v.value.0.to_ascii_lowercase().as_str() {
             "true" => Setting::set(true, ctx.at(&v.referenced)),
             "false" => Setting::set(false, ctx.at(&v.referenced)),
             other => {
-                errs.push(ctx.error(&ctx.at(&v.referenced), format!("`{other}` is not a boolean"), "use 'true' or 'false'"));
+                errs.push(ctx.error(
+                    &ctx.at(&v.referenced),
+                    format!("`{other}` is not a boolean"),
+                    "use 'true' or 'false'",
+                ));
                 Setting::set(false, ctx.at(&v.referenced))
             }
         },
@@ -375,13 +401,19 @@ fn bool_annotation(ctx: &FileCtx, v: Option<&Spanned<Str>>, service: &SourceRef,
 
 fn service_account(project: &Project, sa: Option<Spanned<String>>, service: &SourceRef) -> Setting<String> {
     match sa {
-        Some(s) if !s.value.is_empty() => Setting::set(s.value.to_ascii_lowercase(), SourceRef::from_location(&service.file, &s.referenced)),
+        Some(s) if !s.value.is_empty() => {
+            Setting::set(s.value.to_ascii_lowercase(), SourceRef::from_location(&service.file, &s.referenced))
+        }
         _ => Setting::implied(project.default_compute_sa(), service.clone()),
     }
 }
 
 /// `run.googleapis.com/secrets: 'ALIAS:projects/N/secrets/NAME,...'` → alias → (project, secret).
-fn secret_aliases(ctx: &FileCtx, v: Option<&Spanned<Str>>, errs: &mut Vec<ConfigError>) -> BTreeMap<String, (String, String)> {
+fn secret_aliases(
+    ctx: &FileCtx,
+    v: Option<&Spanned<Str>>,
+    errs: &mut Vec<ConfigError>,
+) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
     let Some(v) = v else { return out };
     for entry in v.value.0.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -426,7 +458,11 @@ fn vpc_access(
     } else if let Some((list, at)) = interfaces {
         let mut it = list.into_iter();
         let (Some(first), None) = (it.next(), it.next()) else {
-            errs.push(ctx.error(&at, "Direct VPC egress takes exactly one network interface", "keep a single interface"));
+            errs.push(ctx.error(
+                &at,
+                "Direct VPC egress takes exactly one network interface",
+                "keep a single interface",
+            ));
             return None;
         };
         let network = match (&first.network, &first.subnetwork) {

@@ -141,7 +141,10 @@ mod tests {
             ("allUsers", Member::AllUsers),
             ("allAuthenticatedUsers", Member::AllAuthenticatedUsers),
             ("user:Dev@Example.com", Member::User("dev@example.com".into())),
-            ("serviceAccount:a@p.iam.gserviceaccount.com", Member::ServiceAccount("a@p.iam.gserviceaccount.com".into())),
+            (
+                "serviceAccount:a@p.iam.gserviceaccount.com",
+                Member::ServiceAccount("a@p.iam.gserviceaccount.com".into()),
+            ),
             ("group:ops@example.com", Member::Group("ops@example.com".into())),
             ("domain:example.com", Member::Domain("example.com".into())),
             ("projectOwner:p", Member::ProjectOwner("p".into())),
