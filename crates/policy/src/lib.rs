@@ -6,6 +6,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod check;
 pub mod config;
 pub mod decision;
 pub mod egress;

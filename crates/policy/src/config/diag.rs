@@ -26,7 +26,7 @@ pub struct ConfigError {
 /// Every problem found while loading a project. Nothing is loaded when this is returned.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("the project could not be loaded: {} error{}", .errors.len(), if .errors.len() == 1 { "" } else { "s" })]
-#[diagnostic(code(moat::config), help("fix the errors above and run the command again"))]
+#[diagnostic(code(moat::config), help("fix the errors below and run the command again"))]
 pub struct LoadErrors {
     #[related]
     pub errors: Vec<ConfigError>,
@@ -64,7 +64,7 @@ impl FileCtx {
             location,
             message: message.into(),
             help: (!help.is_empty()).then_some(help),
-            source_code: NamedSource::new(self.path.to_string(), Arc::clone(&self.text)),
+            source_code: NamedSource::new(&self.path, Arc::clone(&self.text)),
             span,
         }
     }
@@ -76,13 +76,18 @@ impl FileCtx {
     }
 }
 
-/// serde-saphyr prefixes messages with `error: line N column M: `; we print our own position.
+/// serde-saphyr prefixes messages with `error: line N column M: ` or ends them with
+/// ` at line N, column M`; we print our own position.
 fn strip_position(message: &str) -> String {
     let m = message.strip_prefix("error: ").unwrap_or(message);
-    if let Some(rest) = m.strip_prefix("line ") {
-        if let Some((_, tail)) = rest.split_once(": ") {
-            return tail.to_owned();
-        }
+    if let Some((_, tail)) = m.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        return tail.to_owned();
+    }
+    let number = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    if let Some((head, pos)) = m.rsplit_once(" at line ")
+        && pos.split_once(", column ").is_some_and(|(l, c)| number(l) && number(c))
+    {
+        return head.to_owned();
     }
     m.to_owned()
 }
@@ -95,5 +100,10 @@ mod tests {
     fn strips_serde_saphyr_position_prefix() {
         assert_eq!(strip_position("error: line 2 column 1: unknown field `x`"), "unknown field `x`");
         assert_eq!(strip_position("plain"), "plain");
+        assert_eq!(
+            strip_position("unknown field `x`, expected y at line 5, column 1"),
+            "unknown field `x`, expected y"
+        );
+        assert_eq!(strip_position("no position at line five"), "no position at line five");
     }
 }

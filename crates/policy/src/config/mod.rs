@@ -6,6 +6,7 @@
 
 mod diag;
 mod iam;
+mod parallel;
 mod project;
 pub(crate) mod raw;
 mod service;
@@ -20,18 +21,31 @@ use crate::source::SourceFile;
 
 /// Parses a YAML or JSON file. JSON is also YAML, so one parser gives spans for both; JSON
 /// files are syntax-checked by serde_json first so that a missing comma reads as a JSON error.
+#[expect(clippy::result_large_err, reason = "one error per bad file, on the way out; boxing buys nothing")]
 fn parse<T: DeserializeOwned>(ctx: &FileCtx, help: &str) -> Result<T, ConfigError> {
-    if ctx.path.ends_with(".json") {
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(&ctx.text) {
-            let line = u32::try_from(e.line()).unwrap_or(0);
-            let column = u32::try_from(e.column()).unwrap_or(0);
-            let at = crate::source::SourceRef::new(&ctx.path, line, column);
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            return Err(ctx.error(&at, format!("invalid JSON: {msg}"), help));
-        }
+    if ctx.path.ends_with(".json")
+        && let Err(e) = serde_json::from_str::<serde_json::Value>(&ctx.text)
+    {
+        let line = u32::try_from(e.line()).unwrap_or(0);
+        let column = u32::try_from(e.column()).unwrap_or(0);
+        let at = crate::source::SourceRef::new(&ctx.path, line, column);
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        return Err(ctx.error(&at, format!("invalid JSON: {msg}"), help));
     }
     serde_saphyr::from_str::<T>(&ctx.text).map_err(|e| ctx.parse_error(&e, help))
+}
+
+/// Whether a service file is the v1 (Knative) form rather than v2: v1 exports start with
+/// `apiVersion`/`kind`/`metadata` at the top level. Decided by a scan, not a parse, because
+/// large projects have thousands of service files.
+fn is_knative(ctx: &FileCtx) -> bool {
+    if ctx.path.ends_with(".json") {
+        // Top-level keys of a JSON object are indented by at most one level in any printer
+        // output; a v2 service has no `apiVersion` or `metadata` key anywhere.
+        return ctx.text.contains("\"apiVersion\"") || ctx.text.contains("\"metadata\"");
+    }
+    ctx.text.lines().any(|l| l.starts_with("apiVersion:") || l.starts_with("kind:") || l.starts_with("metadata:"))
 }
 
 fn stem<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
@@ -58,42 +72,43 @@ pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
         });
     };
     let ctx = FileCtx::new(&moat.path, &moat.text);
-    let raw: raw::RawMoat = match parse(&ctx, "see DESIGN.md or examples/shop/moat.yaml for the format") {
+    let raw: raw::RawMoat = match parse(&ctx, "see docs/MODEL.md and examples/shop/moat.yaml for the format") {
         Ok(r) => r,
         Err(e) => return Err(LoadErrors { errors: vec![e] }),
     };
     let mut project = project::lower_project(&ctx, raw, &mut errs);
 
     for f in files {
-        if let Some(_stem) = stem(&f.path, "armor") {
-            if let Some(name) = f.path.strip_prefix("armor/").and_then(|n| n.strip_suffix(".json")) {
-                project.armor_policies.push(name.to_owned());
-            }
+        if stem(&f.path, "armor").is_some()
+            && let Some(name) = f.path.strip_prefix("armor/").and_then(|n| n.strip_suffix(".json"))
+        {
+            project.armor_policies.push(name.to_owned());
         }
     }
 
-    // Services.
-    let mut services: Vec<(FileCtx, model_service::Service)> = Vec::new();
-    for f in files.iter().filter(|f| stem(&f.path, "services").is_some()) {
+    // Services: parsed and lowered in parallel, then merged in file order.
+    let service_files: Vec<&SourceFile> = files.iter().filter(|f| stem(&f.path, "services").is_some()).collect();
+    let lowered = parallel::map(&service_files, |f| {
         let ctx = FileCtx::new(&f.path, &f.text);
         let help = "expected `gcloud run services describe NAME --format yaml` output, or the v2 JSON form";
-        let value: serde_json::Value = match parse(&ctx, help) {
-            Ok(v) => v,
-            Err(e) => {
-                errs.push(e);
-                continue;
-            }
-        };
-        let lowered = if value.get("apiVersion").is_some() || value.get("metadata").is_some() {
+        let mut errs = Vec::new();
+        let svc = if is_knative(&ctx) {
             parse::<raw::KService>(&ctx, help).map(|k| service::lower_v1(&ctx, k, &project, &mut errs))
         } else {
             parse::<raw::V2Service>(&ctx, help).map(|v| service::lower_v2(&ctx, v, &project, &mut errs))
         };
-        match lowered {
-            Ok(Some(s)) => services.push((ctx, s)),
-            Ok(None) => {}
-            Err(e) => errs.push(e),
+        match svc {
+            Ok(s) => (ctx, s, errs),
+            Err(e) => {
+                errs.push(e);
+                (ctx, None, errs)
+            }
         }
+    });
+    let mut services = Vec::with_capacity(lowered.len());
+    for (ctx, s, mut e) in lowered {
+        errs.append(&mut e);
+        services.extend(s.map(|s| (ctx, s)));
     }
     for (ctx, s) in services {
         if let Some(first) = project.services.get(&s.name) {
@@ -107,24 +122,29 @@ pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
         }
     }
 
-    // Service IAM policies: iam/SERVICE.json.
-    for f in files.iter().filter(|f| stem(&f.path, "iam").is_some()) {
+    // Service IAM policies: iam/SERVICE.json, parsed in parallel.
+    let iam_files: Vec<&SourceFile> = files.iter().filter(|f| stem(&f.path, "iam").is_some()).collect();
+    let parsed = parallel::map(&iam_files, |f| {
         let ctx = FileCtx::new(&f.path, &f.text);
-        let name = stem(&f.path, "iam").unwrap_or_default().to_owned();
-        let raw: raw::RawPolicy =
-            match parse(&ctx, "expected `gcloud run services get-iam-policy NAME --format json` output") {
-                Ok(r) => r,
-                Err(e) => {
-                    errs.push(e);
-                    continue;
-                }
-            };
+        let raw =
+            parse::<raw::RawPolicy>(&ctx, "expected `gcloud run services get-iam-policy NAME --format json` output");
+        (ctx, raw)
+    });
+    for (ctx, raw) in parsed {
+        let name = stem(&ctx.path, "iam").unwrap_or_default().to_owned();
+        let raw = match raw {
+            Ok(r) => r,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
         let policy = iam::lower_policy(&ctx, raw, &mut errs);
         match project.services.get_mut(&name) {
             Some(s) => s.iam = policy,
             None => errs.push(ctx.error(
                 &ctx.whole(),
-                format!("`{}` is the IAM policy of service `{name}`, which does not exist", f.path),
+                format!("`{}` is the IAM policy of service `{name}`, which does not exist", ctx.path),
                 "name the file after a service in services/, or remove it",
             )),
         }
@@ -134,9 +154,8 @@ pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
     if errs.is_empty() { Ok(project) } else { Err(LoadErrors { errors: errs }) }
 }
 
-use crate::model::service as model_service;
-
-/// Cross-file references in moat.yaml: routes, domain mappings, run entries, security policies.
+/// Cross-file references in moat.yaml: routes, domain mappings, run entries, security policies,
+/// accepted findings.
 fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigError>) {
     let known = |s: &str| project.services.contains_key(s);
     let names = || project.services.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
@@ -153,17 +172,17 @@ fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigEr
                 ));
             }
         }
-        if let Some(policy) = &lb.security_policy {
-            if !project.armor_policies.iter().any(|p| p == policy) {
-                errs.push(ctx.error(
-                    &lb.source,
-                    format!(
-                        "load balancer `{}` uses security policy `{policy}`, but there is no `armor/{policy}.json`",
-                        lb.name
-                    ),
-                    "export it with `gcloud compute security-policies describe NAME --format json > armor/NAME.json`",
-                ));
-            }
+        if let Some(policy) = &lb.security_policy
+            && !project.armor_policies.iter().any(|p| p == policy)
+        {
+            errs.push(ctx.error(
+                &lb.source,
+                format!(
+                    "load balancer `{}` uses security policy `{policy}`, but there is no `armor/{policy}.json`",
+                    lb.name
+                ),
+                "export it with `gcloud compute security-policies describe NAME --format json > armor/NAME.json`",
+            ));
         }
     }
     for d in &project.domain_mappings {
@@ -172,6 +191,15 @@ fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigEr
                 &d.source,
                 format!("domain `{}` maps to service `{}`, which does not exist", d.domain, d.service),
                 format!("map it to one of: {}", names()),
+            ));
+        }
+    }
+    for a in &project.accepted {
+        if let Some(s) = a.service.as_deref().filter(|s| !known(s)) {
+            errs.push(ctx.error(
+                &a.source,
+                format!("`accept` names service `{s}`, which does not exist"),
+                format!("use one of: {}, or leave `service` out to accept every `{}` finding", names(), a.rule),
             ));
         }
     }

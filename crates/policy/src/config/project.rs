@@ -8,8 +8,9 @@ use crate::config::diag::{ConfigError, FileCtx};
 use crate::config::iam::lower_policy;
 use crate::config::raw::RawMoat;
 use crate::model::{
-    Binding, Connector, DomainMapping, Group, IamPolicy, LbRoute, LbScheme, LoadBalancer, Member, MemberRef, Network,
-    NetworkRef, Perimeter, Project, RunSpec, Secret, ServiceAccount, SharedVpc, Subnet, default_compute_sa,
+    Acceptance, Binding, Connector, DomainMapping, Group, IamPolicy, LbRoute, LbScheme, LoadBalancer, Member,
+    MemberRef, Network, NetworkRef, Perimeter, Project, RunSpec, Secret, ServiceAccount, SharedVpc, Subnet,
+    default_compute_sa,
 };
 
 pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigError>) -> Project {
@@ -86,6 +87,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         run: BTreeMap::new(),
         services: BTreeMap::new(),
         armor_policies: Vec::new(),
+        accepted: Vec::new(),
     };
 
     for c in raw.connectors {
@@ -229,6 +231,33 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         if project.secrets.insert(name.clone(), Secret { name: name.clone(), iam, source: source.clone() }).is_some() {
             errs.push(ctx.error(&source, format!("secret `{name}` is declared twice"), "keep one entry per secret"));
         }
+    }
+    for a in raw.accept {
+        let source = ctx.at(&a.referenced);
+        let a = a.value;
+        if crate::check::rule(&a.rule.value).is_none() {
+            let ids: Vec<&str> = crate::check::RULES.iter().map(|r| r.id).collect();
+            errs.push(ctx.error(
+                &ctx.at(&a.rule.referenced),
+                format!("`{}` is not a moat check rule", a.rule.value),
+                format!("use one of {}", ids.join(", ")),
+            ));
+            continue;
+        }
+        if a.reason.value.trim().is_empty() {
+            errs.push(ctx.error(
+                &ctx.at(&a.reason.referenced),
+                format!("accepting `{}` needs a reason", a.rule.value),
+                "say why the risk is acceptable, so that the next reviewer can tell whether it still is",
+            ));
+            continue;
+        }
+        project.accepted.push(Acceptance {
+            rule: a.rule.value,
+            service: a.service.map(|s| s.value),
+            reason: a.reason.value,
+            source,
+        });
     }
     for (service, r) in raw.run {
         let source = ctx.at(&r.referenced);

@@ -114,6 +114,9 @@ pub struct RawMoat {
     pub secrets: Vec<Spanned<RawSecret>>,
     #[serde(default)]
     pub run: BTreeMap<String, Spanned<RawRun>>,
+    /// `moat check` findings accepted as known risks.
+    #[serde(default)]
+    pub accept: Vec<Spanned<RawAccept>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +226,16 @@ pub struct RawRun {
     pub command: Spanned<Vec<String>>,
     #[serde(default)]
     pub dir: Option<String>,
+}
+
+/// `accept: [{rule: MOAT001, service: storefront, reason: "..."}]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccept {
+    pub rule: Spanned<String>,
+    #[serde(default)]
+    pub service: Option<Spanned<String>>,
+    pub reason: Spanned<String>,
 }
 
 // ---------------------------------------------------------------- v1: serving.knative.dev/v1

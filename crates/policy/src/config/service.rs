@@ -20,39 +20,39 @@ use crate::source::SourceRef;
 const ANN: &str = "run.googleapis.com/";
 
 pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut Vec<ConfigError>) -> Option<Service> {
-    if let Some(kind) = &k.kind {
-        if kind.value != "Service" {
-            errs.push(ctx.error(
-                &ctx.at(&kind.referenced),
-                format!("expected a Cloud Run `Service`, found kind `{}`", kind.value),
-                "services/ holds `gcloud run services describe NAME --format yaml` exports only",
-            ));
-            return None;
-        }
+    if let Some(kind) = &k.kind
+        && kind.value != "Service"
+    {
+        errs.push(ctx.error(
+            &ctx.at(&kind.referenced),
+            format!("expected a Cloud Run `Service`, found kind `{}`", kind.value),
+            "services/ holds `gcloud run services describe NAME --format yaml` exports only",
+        ));
+        return None;
     }
-    if let Some(api) = &k.api_version {
-        if api.value != "serving.knative.dev/v1" {
-            errs.push(ctx.error(
-                &ctx.at(&api.referenced),
-                format!("apiVersion `{}` is not supported", api.value),
-                "export the service with `gcloud run services describe NAME --format yaml` (serving.knative.dev/v1)",
-            ));
-            return None;
-        }
+    if let Some(api) = &k.api_version
+        && api.value != "serving.knative.dev/v1"
+    {
+        errs.push(ctx.error(
+            &ctx.at(&api.referenced),
+            format!("apiVersion `{}` is not supported", api.value),
+            "export the service with `gcloud run services describe NAME --format yaml` (serving.knative.dev/v1)",
+        ));
+        return None;
     }
     let name = k.metadata.name.value.clone();
     let source = ctx.at(&k.metadata.name.referenced);
-    if let Some(ns) = &k.metadata.namespace {
-        if !project.is_self(&ns.value.0) {
-            errs.push(ctx.error(
-                &ctx.at(&ns.referenced),
-                format!(
-                    "service `{name}` belongs to project `{}`, not to `{}` ({})",
-                    ns.value.0, project.id, project.number
-                ),
-                "export services of the project named in moat.yaml only, or fix `project.number` there",
-            ));
-        }
+    if let Some(ns) = &k.metadata.namespace
+        && !project.is_self(&ns.value.0)
+    {
+        errs.push(ctx.error(
+            &ctx.at(&ns.referenced),
+            format!(
+                "service `{name}` belongs to project `{}`, not to `{}` ({})",
+                ns.value.0, project.id, project.number
+            ),
+            "export services of the project named in moat.yaml only, or fix `project.number` there",
+        ));
     }
     let ann = &k.metadata.annotations;
     let get = |key: &str| ann.get(&format!("{ANN}{key}"));

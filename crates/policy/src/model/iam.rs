@@ -132,6 +132,7 @@ impl IamPolicy {
 }
 
 #[cfg(test)]
+#[expect(clippy::expect_used, reason = "tests name the failing input")]
 mod tests {
     use super::*;
 

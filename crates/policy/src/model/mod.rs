@@ -6,8 +6,8 @@ pub mod service;
 
 pub use iam::{Binding, Condition, IamPolicy, Member, MemberRef};
 pub use project::{
-    Connector, DomainMapping, Group, LbRoute, LbScheme, LoadBalancer, Network, Perimeter, Project, RunSpec, Secret,
-    ServiceAccount, SharedVpc, Subnet, default_compute_sa,
+    Acceptance, Connector, DomainMapping, Group, LbRoute, LbScheme, LoadBalancer, Network, Perimeter, Project, RunSpec,
+    Secret, ServiceAccount, SharedVpc, Subnet, default_compute_sa,
 };
 pub use service::{
     EnvValue, EnvVar, Ingress, NetworkRef, SecretRef, SecretVolume, Service, ServiceFormat, Setting, TrafficTag,

@@ -117,6 +117,25 @@ pub struct ServiceAccount {
     pub source: SourceRef,
 }
 
+/// A `moat check` finding the project has decided to live with (`accept:` in moat.yaml). The
+/// finding is still reported, marked accepted with the reason, but does not fail the check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    /// A rule id of the `check` catalogue (`MOAT001`).
+    pub rule: String,
+    /// The service the acceptance covers; `None` covers every finding of the rule.
+    pub service: Option<String>,
+    pub reason: String,
+    pub source: SourceRef,
+}
+
+impl Acceptance {
+    /// Whether this acceptance covers a finding of `rule` about `service`.
+    pub fn covers(&self, rule: &str, service: Option<&str>) -> bool {
+        self.rule == rule && self.service.as_deref().is_none_or(|s| Some(s) == service)
+    }
+}
+
 /// A loaded, validated project. Immutable; shared by analysis and enforcement.
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -141,6 +160,8 @@ pub struct Project {
     pub services: BTreeMap<String, Service>,
     /// Names of the security policies found in `armor/`.
     pub armor_policies: Vec<String>,
+    /// Findings accepted as known risks, in the order written.
+    pub accepted: Vec<Acceptance>,
 }
 
 impl Project {
