@@ -35,6 +35,9 @@ impl std::fmt::Display for Scope<'_> {
     }
 }
 
+/// A binding that grants a permission, where it sits and the member that matched.
+pub type Grant<'a> = (Scope<'a>, &'a Binding, &'a MemberRef);
+
 /// The first binding that grants `permission` to `principal`, if any, and conditional bindings
 /// that would have matched.
 pub fn find_grant<'a>(
@@ -42,7 +45,7 @@ pub fn find_grant<'a>(
     permission: Permission,
     policies: &[(Scope<'a>, &'a IamPolicy)],
     project: &Project,
-) -> (Option<(Scope<'a>, &'a Binding, &'a MemberRef)>, Vec<(Scope<'a>, &'a Binding)>) {
+) -> (Option<Grant<'a>>, Vec<(Scope<'a>, &'a Binding)>) {
     let mut conditional = Vec::new();
     for (scope, policy) in policies {
         for b in policy.bindings.iter().filter(|b| grants(&b.role, permission)) {

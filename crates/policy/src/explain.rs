@@ -147,12 +147,19 @@ pub fn principals(project: &Project) -> Vec<Principal> {
 /// acts as its runtime service account only, which is the identity its tokens carry; other
 /// origins are asked as anonymous and as every principal the project names.
 pub fn matrix(project: &Project, only: Option<&str>) -> Result<Vec<Answer>, QueryError> {
+    let mut out = Vec::new();
+    for_each_answer(project, only, |a| out.push(a))?;
+    Ok(out)
+}
+
+/// The matrix, one answer at a time: a large project's matrix is too big to hold in memory
+/// just to print it.
+pub fn for_each_answer(project: &Project, only: Option<&str>, mut emit: impl FnMut(Answer)) -> Result<(), QueryError> {
     let services: Vec<&Service> = match only {
         Some(name) => vec![lookup_service(project, name)?],
         None => project.services.values().collect(),
     };
     let all_principals = principals(project);
-    let mut out = Vec::new();
     for service in services {
         // Identity decisions depend only on the principal: compute each once per service.
         let mut by_principal: BTreeMap<Principal, Decision> = BTreeMap::new();
@@ -171,7 +178,7 @@ pub fn matrix(project: &Project, only: Option<&str>) -> Result<Vec<Answer>, Quer
                 match admit(project, service, &origin, &entry)? {
                     Err(d) => {
                         for p in &callers {
-                            out.push(Answer::new(&service.name, &origin, &entry, p, d.clone()));
+                            emit(Answer::new(&service.name, &origin, &entry, p, d.clone()));
                         }
                     }
                     Ok(prefix) => {
@@ -180,14 +187,14 @@ pub fn matrix(project: &Project, only: Option<&str>) -> Result<Vec<Answer>, Quer
                             let mut reasons = prefix.clone();
                             reasons.append(&mut d.reasons);
                             d.reasons = reasons;
-                            out.push(Answer::new(&service.name, &origin, &entry, p, d));
+                            emit(Answer::new(&service.name, &origin, &entry, p, d));
                         }
                     }
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The layer a reason belongs to, from its code's first segment.

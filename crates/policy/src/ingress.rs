@@ -73,9 +73,8 @@ pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Proj
         Door::ExternalLb => {
             return Err(refuse(
                 "ingress.external_lb_refused",
-                format!(
-                    "ingress `internal` refuses external load balancers; use `internal-and-cloud-load-balancing` to admit them"
-                ),
+                "ingress `internal` refuses external load balancers; use `internal-and-cloud-load-balancing` to admit them"
+                    .to_owned(),
                 service,
             ));
         }
@@ -96,6 +95,13 @@ pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Proj
                     format!(
                         "`{name}`'s revision is attached to Shared VPC network `{net}`, so requests from it are internal"
                     ),
+                    service,
+                )
+            } else if project.in_perimeter(&net.project) {
+                // The perimeter is an alternative source of "internal" (spec/cloudrun.md §1.2 #2).
+                admit(
+                    "ingress.vpc_sc_perimeter",
+                    format!("project `{}` is inside the service's VPC Service Controls perimeter", net.project),
                     service,
                 )
             } else {

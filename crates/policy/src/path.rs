@@ -20,8 +20,8 @@ pub enum QueryError {
     UnknownNetwork(String),
     #[error("no load balancer `{0}` in moat.yaml")]
     UnknownLoadBalancer(String),
-    #[error("load balancer `{lb}` has no route to service `{service}`")]
-    LbDoesNotRoute { lb: String, service: String },
+    #[error("load balancer `{lb}` has no route to service `{service}` (it routes to: {routes})")]
+    LbDoesNotRoute { lb: String, service: String, routes: String },
     #[error("domain `{domain}` is not mapped to service `{service}` (see `domain_mappings` in moat.yaml)")]
     DomainNotMapped { domain: String, service: String },
     #[error("service `{service}` has no traffic tag `{tag}`")]
@@ -51,7 +51,13 @@ pub fn resolve_entry<'a>(
         Entry::Lb(name) => {
             let lb = project.load_balancer(name).ok_or_else(|| QueryError::UnknownLoadBalancer(name.clone()))?;
             if !lb.routes_to(&service.name) {
-                return Err(QueryError::LbDoesNotRoute { lb: name.clone(), service: service.name.clone() });
+                let mut routes: Vec<&str> = lb.routes.iter().map(|r| r.service.as_str()).collect();
+                routes.dedup();
+                return Err(QueryError::LbDoesNotRoute {
+                    lb: name.clone(),
+                    service: service.name.clone(),
+                    routes: routes.join(", "),
+                });
             }
             Ok(ResolvedEntry { door: Door::of_lb(lb.scheme), lb: Some(lb) })
         }

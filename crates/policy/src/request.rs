@@ -255,6 +255,7 @@ impl fmt::Display for Principal {
 }
 
 #[cfg(test)]
+#[expect(clippy::expect_used, reason = "tests name the failing input")]
 mod tests {
     use super::*;
 

@@ -1,0 +1,90 @@
+//! Snapshots of what `moat explain` shows people, on examples/shop: single answers (human
+//! trace), the matrix for one service, and the DOT graph.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `moat explain examples/shop ARGS...` from the repository root; expects success.
+fn explain(args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .current_dir(root)
+        .args(["explain", "examples/shop"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("moat runs");
+    assert!(out.status.success(), "moat explain {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "nothing on stderr, got:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+#[test]
+fn allowed_through_direct_vpc_egress() {
+    // storefront sends all traffic into shop-vpc, so the internal api admits it.
+    let out = explain(&["--service", "api", "--from", "service:storefront"]);
+    assert!(out.contains("→ ALLOW"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn denied_at_ingress() {
+    // A valid invoker token does not help against ingress `internal`.
+    let out = explain(&[
+        "--service",
+        "api",
+        "--from",
+        "internet",
+        "--as",
+        "serviceAccount:storefront@shop-prod.iam.gserviceaccount.com",
+    ]);
+    assert!(out.contains("DENY at ingress: HTTP 404"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn denied_at_network() {
+    let out = explain(&["--service", "admin", "--from", "internet", "--via", "lb:admin-ilb"]);
+    assert!(out.contains("DENY at network: no HTTP response"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn denied_at_authorization() {
+    let out = explain(&["--service", "status", "--from", "internet", "--as", "user:mallory@example.org"]);
+    assert!(out.contains("DENY at authorization: HTTP 403"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn allowed_through_a_group() {
+    // bob holds no role himself: only through shop-admins@example.com.
+    let out = explain(&[
+        "--service",
+        "admin",
+        "--from",
+        "vpc:shop-vpc",
+        "--via",
+        "lb:admin-ilb",
+        "--as",
+        "user:bob@example.com",
+    ]);
+    assert!(out.contains("group:shop-admins@example.com") && out.contains("→ ALLOW"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn matrix_for_one_service() {
+    let out = explain(&["--service", "api"]);
+    assert!(out.starts_with("api\n"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn dot_graph_for_one_service() {
+    let out = explain(&["--service", "admin", "--format", "dot"]);
+    assert!(out.starts_with("digraph moat {") && out.ends_with("}\n"), "{out}");
+    insta::assert_snapshot!(out);
+}
