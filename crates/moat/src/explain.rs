@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use moat_policy::explain::{Answer, Query, layer_of, matrix, query};
+use std::io::Write as _;
+
+use moat_policy::explain::{Answer, Query, for_each_answer, layer_of, matrix, query};
 use moat_policy::{Effect, Entry, Origin, Principal};
 
 use crate::exit::{Exit, report};
@@ -72,21 +74,60 @@ pub fn run(args: Args) -> Exit {
             if args.via.is_some() || args.principal.is_some() || args.audience.is_some() {
                 return report(Usage("`--via`, `--as` and `--audience` need `--from` (they ask one question)".into()));
             }
-            match matrix(&project, service.as_deref()) {
-                Ok(answers) => {
-                    print!(
-                        "{}",
-                        match args.format {
-                            Format::Json => matrix_json(&answers),
-                            Format::Human => matrix_human(&answers),
-                            Format::Dot => matrix_dot(&answers),
-                        }
-                    );
-                    Exit::Clean
-                }
-                Err(e) => report(Usage(e.to_string())),
+            match print_matrix(&project, service.as_deref(), args.format) {
+                Ok(()) => Exit::Clean,
+                Err(e) => report(Usage(e)),
             }
         }
+    }
+}
+
+/// Streams the matrix to stdout: JSON and human rows are written as they are decided; DOT
+/// needs the whole picture and aggregates first.
+fn print_matrix(project: &moat_policy::Project, service: Option<&str>, format: Format) -> Result<(), String> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut io_err: Option<std::io::Error> = None;
+    {
+        let mut write = |s: &str| {
+            if io_err.is_none()
+                && let Err(e) = out.write_all(s.as_bytes())
+            {
+                io_err = Some(e);
+            }
+        };
+        match format {
+            Format::Json => {
+                write("{\"decisions\":[");
+                let mut first = true;
+                for_each_answer(project, service, |a| {
+                    write(if first { "\n" } else { ",\n" });
+                    first = false;
+                    write(&serde_json::to_string(&a).unwrap_or_default());
+                })
+                .map_err(|e| e.to_string())?;
+                write("\n]}\n");
+            }
+            Format::Human => {
+                let mut current = String::new();
+                for_each_answer(project, service, |a| {
+                    if a.service != current {
+                        write(&format!("{}{}\n", if current.is_empty() { "" } else { "\n" }, a.service));
+                        current.clone_from(&a.service);
+                    }
+                    write(&matrix_row(&a));
+                })
+                .map_err(|e| e.to_string())?;
+            }
+            Format::Dot => write(&matrix_dot(&matrix(project, service).map_err(|e| e.to_string())?)),
+        }
+    }
+    match io_err {
+        // A closed pipe (`| head`) is not an error worth reporting.
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write the matrix: {e}")),
+        _ => out
+            .flush()
+            .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.to_string()) }),
     }
 }
 
@@ -108,12 +149,6 @@ fn parse_query(service: &str, from: &str, args: &Args) -> Result<Query, String> 
 
 fn json(a: &Answer) -> String {
     let mut s = serde_json::to_string_pretty(a).unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-fn matrix_json(answers: &[Answer]) -> String {
-    let mut s = serde_json::to_string(&serde_json::json!({ "decisions": answers })).unwrap_or_default();
     s.push('\n');
     s
 }
@@ -150,24 +185,15 @@ pub fn human(a: &Answer) -> String {
     s
 }
 
-fn matrix_human(answers: &[Answer]) -> String {
-    let mut s = String::new();
-    let mut current = "";
-    for a in answers {
-        if a.service != current {
-            current = &a.service;
-            let _ = writeln!(s, "{}{}", if s.is_empty() { "" } else { "\n" }, a.service);
-        }
-        let outcome = match (a.effect, a.status, a.layer) {
-            (Effect::Allow, _, _) => "allow 200".to_owned(),
-            (_, Some(st), Some(l)) => format!("deny  {st} {l}"),
-            (_, None, Some(l)) => format!("deny  --- {l}"),
-            _ => "deny".to_owned(),
-        };
-        let why = a.reasons.last().map(|r| r.code).unwrap_or_default();
-        let _ = writeln!(s, "  {:<40} {:<24} {:<48} {:<22} {why}", a.origin, a.entry, a.principal, outcome);
-    }
-    s
+fn matrix_row(a: &Answer) -> String {
+    let outcome = match (a.effect, a.status, a.layer) {
+        (Effect::Allow, _, _) => "allow 200".to_owned(),
+        (_, Some(st), Some(l)) => format!("deny  {st} {l}"),
+        (_, None, Some(l)) => format!("deny  --- {l}"),
+        _ => "deny".to_owned(),
+    };
+    let why = a.reasons.last().map(|r| r.code).unwrap_or_default();
+    format!("  {:<40} {:<24} {:<48} {:<22} {why}\n", a.origin, a.entry, a.principal, outcome)
 }
 
 /// Who reaches what: one edge per (caller, service) pair that has at least one allowed path,

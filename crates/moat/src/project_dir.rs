@@ -7,9 +7,9 @@ use moat_policy::{LoadErrors, Project, SourceFile};
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum ProjectDirError {
-    #[error("cannot read project directory `{dir}`: {source}")]
+    #[error("cannot read project directory `{dir}`: {reason}")]
     #[diagnostic(help("pass a directory that contains moat.yaml, e.g. `examples/shop`"))]
-    Io { dir: String, source: std::io::Error },
+    Io { dir: String, reason: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Load(#[from] LoadErrors),
@@ -18,13 +18,16 @@ pub enum ProjectDirError {
 /// The files of a project directory: moat.yaml and the YAML/JSON files under services/, iam/
 /// and armor/. Paths are relative with `/` separators so diagnostics read the same everywhere.
 pub fn read_files(dir: &Path) -> Result<Vec<SourceFile>, ProjectDirError> {
-    let io = |source| ProjectDirError::Io { dir: dir.display().to_string(), source };
+    let io = |e: std::io::Error| ProjectDirError::Io {
+        dir: dir.display().to_string(),
+        reason: if e.kind() == std::io::ErrorKind::NotFound { "it does not exist".to_owned() } else { e.to_string() },
+    };
     let mut files = Vec::new();
     let moat = dir.join("moat.yaml");
     if moat.exists() {
         files.push(SourceFile { path: "moat.yaml".into(), text: std::fs::read_to_string(&moat).map_err(io)? });
     } else if !dir.is_dir() {
-        return Err(io(std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory")));
+        return Err(io(std::io::Error::from(std::io::ErrorKind::NotFound)));
     }
     for sub in ["services", "iam", "armor"] {
         let d = dir.join(sub);
