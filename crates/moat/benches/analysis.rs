@@ -89,8 +89,10 @@ fn generate(dir: &Path, services: usize, bindings: usize) -> (usize, usize) {
     std::fs::write(dir.join("moat.yaml"), m).unwrap();
     std::fs::write(dir.join("armor/edge-policy.json"), r#"{"name": "edge-policy", "rules": []}"#).unwrap();
 
-    let per_service = bindings.saturating_sub(written) / services.max(1);
+    let remaining = bindings.saturating_sub(written);
+    let (base, extra) = (remaining / services.max(1), remaining % services.max(1));
     for i in 0..services {
+        let per_service = base + usize::from(i < extra);
         let ingress = ["all", "internal", "internal-and-cloud-load-balancing"][i % 3];
         let egress = match i % 4 {
             0 => String::new(),
@@ -175,6 +177,8 @@ fn main() {
     let files = moat_bench_files(&dir);
     let (med, best, project) = time(runs, || moat_policy::load(&files).unwrap());
     println!("  in-process: load                         median {med:>10.3?}  best {best:>10.3?}");
+    let (med, best, findings) = time(runs, || moat_policy::check::run_all(&project).len());
+    println!("  in-process: check rules ({findings} findings) median {med:>10.3?}  best {best:>10.3?}");
     let (med, best, rows) = time(runs, || moat_policy::explain::matrix(&project, Some(&one)).unwrap().len());
     println!("  in-process: explain matrix ({rows} rows)  median {med:>10.3?}  best {best:>10.3?}");
 }

@@ -109,13 +109,14 @@ fn print_matrix(project: &moat_policy::Project, service: Option<&str>, format: F
                 write("\n]}\n");
             }
             Format::Human => {
+                let widths = column_widths(project);
                 let mut current = String::new();
                 for_each_answer(project, service, |a| {
                     if a.service != current {
                         write(&format!("{}{}\n", if current.is_empty() { "" } else { "\n" }, a.service));
                         current.clone_from(&a.service);
                     }
-                    write(&matrix_row(&a));
+                    write(&matrix_row(&a, widths));
                 })
                 .map_err(|e| e.to_string())?;
             }
@@ -185,7 +186,16 @@ pub fn human(a: &Answer) -> String {
     s
 }
 
-fn matrix_row(a: &Answer) -> String {
+/// Column widths for the human matrix, known before the first row so rows can stream.
+fn column_widths(project: &moat_policy::Project) -> (usize, usize, usize) {
+    use moat_policy::explain::{entries, origins, principals};
+    let origin = project.services.keys().flat_map(|s| origins(project, s)).map(|o| o.to_string().len()).max();
+    let entry = project.services.values().flat_map(|s| entries(project, s)).map(|e| e.to_string().len()).max();
+    let principal = principals(project).iter().map(|p| p.to_string().len()).max();
+    (origin.unwrap_or(8), entry.unwrap_or(11), principal.unwrap_or(9))
+}
+
+fn matrix_row(a: &Answer, (wo, we, wp): (usize, usize, usize)) -> String {
     let outcome = match (a.effect, a.status, a.layer) {
         (Effect::Allow, _, _) => "allow 200".to_owned(),
         (_, Some(st), Some(l)) => format!("deny  {st} {l}"),
@@ -193,7 +203,7 @@ fn matrix_row(a: &Answer) -> String {
         _ => "deny".to_owned(),
     };
     let why = a.reasons.last().map(|r| r.code).unwrap_or_default();
-    format!("  {:<40} {:<24} {:<48} {:<22} {why}\n", a.origin, a.entry, a.principal, outcome)
+    format!("  {:<wo$}  {:<we$}  {:<wp$}  {outcome:<24} {why}\n", a.origin, a.entry, a.principal)
 }
 
 /// Who reaches what: one edge per (caller, service) pair that has at least one allowed path,
