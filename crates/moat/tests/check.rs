@@ -42,8 +42,8 @@ fn shop_is_clean_apart_from_its_accepted_risk() {
     assert_eq!(v["summary"]["failing"], 0);
     let findings = v["findings"].as_array().unwrap();
     assert!(findings.iter().all(|f| f["accepted"] == true && f["reason"].as_str().is_some_and(|r| !r.is_empty())));
-    assert_eq!(findings.len(), 1, "only the public storefront, accepted: {findings:?}");
-    assert_eq!((findings[0]["rule"].as_str(), findings[0]["service"].as_str()), (Some("MOAT001"), Some("storefront")));
+    assert_eq!(findings.len(), 1, "only the public web, accepted: {findings:?}");
+    assert_eq!((findings[0]["rule"].as_str(), findings[0]["service"].as_str()), (Some("MOAT001"), Some("web")));
 }
 
 #[test]

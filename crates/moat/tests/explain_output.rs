@@ -23,8 +23,8 @@ fn explain(args: &[&str]) -> String {
 
 #[test]
 fn allowed_through_direct_vpc_egress() {
-    // storefront sends all traffic into shop-vpc, so the internal api admits it.
-    let out = explain(&["--service", "api", "--from", "service:storefront"]);
+    // web sends all traffic into shop-vpc, so the internal api admits it.
+    let out = explain(&["--service", "api", "--from", "service:web"]);
     assert!(out.contains("→ ALLOW"), "{out}");
     insta::assert_snapshot!(out);
 }
@@ -38,7 +38,7 @@ fn denied_at_ingress() {
         "--from",
         "internet",
         "--as",
-        "serviceAccount:storefront@shop-prod.iam.gserviceaccount.com",
+        "serviceAccount:web@shop-prod.iam.gserviceaccount.com",
     ]);
     assert!(out.contains("DENY at ingress: HTTP 404"), "{out}");
     insta::assert_snapshot!(out);

@@ -52,7 +52,7 @@ pub fn authenticate(token: Option<&TokenFacts>, service: &Service) -> Stage<Prin
                 if service.custom_audiences.value.iter().any(|c| same_audience(aud, c)) {
                     Some(&service.custom_audiences.source)
                 } else {
-                    None
+                    Some(&service.source)
                 },
             )],
         )),

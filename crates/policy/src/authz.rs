@@ -102,7 +102,8 @@ pub fn authorize(principal: &Principal, service: &crate::model::Service, project
             format!("{p} holds no role with run.routes.invoke on service `{}` or on the project", service.name),
         ),
     };
-    reasons.push(Reason::new(code, msg, None));
+    // Point at the service's policy file, where the missing grant would go.
+    reasons.push(Reason::new(code, msg, Some(service.iam.source.as_ref().unwrap_or(&service.source))));
     Err(Decision::deny(Layer::Authorization, Some(403), reasons))
 }
 

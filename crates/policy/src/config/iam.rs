@@ -36,5 +36,5 @@ pub(crate) fn lower_policy(ctx: &FileCtx, raw: RawPolicy, errs: &mut Vec<ConfigE
         });
         bindings.push(Binding { role, members, condition, source, implied: false });
     }
-    IamPolicy { bindings }
+    IamPolicy { bindings, source: None }
 }

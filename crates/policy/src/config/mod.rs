@@ -139,7 +139,8 @@ pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
                 continue;
             }
         };
-        let policy = iam::lower_policy(&ctx, raw, &mut errs);
+        let mut policy = iam::lower_policy(&ctx, raw, &mut errs);
+        policy.source = Some(ctx.whole());
         match project.services.get_mut(&name) {
             Some(s) => s.iam = policy,
             None => errs.push(ctx.error(

@@ -228,7 +228,7 @@ pub struct RawRun {
     pub dir: Option<String>,
 }
 
-/// `accept: [{rule: MOAT001, service: storefront, reason: "..."}]`.
+/// `accept: [{rule: MOAT001, service: web, reason: "..."}]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccept {

@@ -123,6 +123,8 @@ pub struct Binding {
 #[derive(Debug, Clone, Default)]
 pub struct IamPolicy {
     pub bindings: Vec<Binding>,
+    /// The file the policy came from (`iam/SERVICE.json`), when it has one of its own.
+    pub source: Option<SourceRef>,
 }
 
 impl IamPolicy {
