@@ -1,0 +1,128 @@
+//! Verification throughput on one thread, side by side with `jsonwebtoken::decode`.
+//!
+//! `cargo bench -p moat-crypto --bench verify` runs the full version; without `--bench` (as in
+//! `cargo test --benches`) it runs a few iterations only, to check that it still works.
+//! Targets: cached ≥ 1,000,000 verifications/s, cold within 1.2× of `jsonwebtoken`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "benchmark")]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use moat_crypto::verify::GOOGLE_ISSUERS;
+use moat_crypto::{Account, KeyRing, TokenFormat, Verifier, VerifierConfig, sign_id_token};
+use serde::Deserialize;
+
+const AUD: &str = "https://svc-abc123-uc.a.run.app";
+
+/// The claims a Google ID token verifier reads, for `jsonwebtoken` to deserialize into.
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "fields are read by deserialization only")]
+struct GoogleClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    email: Option<String>,
+    email_verified: Option<bool>,
+    exp: u64,
+    iat: u64,
+}
+
+struct Sizes {
+    rounds: usize,
+    cold: usize,
+    cached: usize,
+    fresh: usize,
+}
+
+/// Best of `rounds` runs of `iters` calls of `f`, as operations per second.
+fn ops_per_sec(rounds: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut best = Duration::MAX;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for i in 0..iters {
+            f(i);
+        }
+        best = best.min(start.elapsed());
+    }
+    iters as f64 / best.as_secs_f64()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes = if full {
+        Sizes { rounds: 3, cold: 20_000, cached: 3_000_000, fresh: 5_000 }
+    } else {
+        Sizes { rounds: 1, cold: 20, cached: 1_000, fresh: 20 }
+    };
+    // jsonwebtoken reads the system clock, so the tokens are minted for it too.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let ring = KeyRing::in_memory(now).unwrap();
+    let audiences = vec![AUD.to_owned()];
+    let sa = Account::service_account("runtime-sa@proj.iam.gserviceaccount.com");
+    let token = sign_id_token(&ring, &sa, AUD, now, TokenFormat::Standard, None).unwrap();
+    let fresh: Vec<String> = (0..sizes.fresh)
+        .map(|i| {
+            let a = Account::service_account(&format!("sa-{i}@proj.iam.gserviceaccount.com"));
+            sign_id_token(&ring, &a, AUD, now, TokenFormat::Standard, None).unwrap()
+        })
+        .collect();
+
+    let verifier = Verifier::new(VerifierConfig::google(), ring.key_set());
+    let jwks: JwkSet = serde_json::from_str(&ring.jwks_json()).unwrap();
+    let key = DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&GOOGLE_ISSUERS);
+    validation.set_audience(&[AUD]);
+    validation.leeway = 60;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let jwt = |t: &str| jsonwebtoken::decode::<GoogleClaims>(t, &key, &validation);
+
+    // Both accept every token before anything is timed.
+    assert!(verifier.verify_uncached(&token, &audiences, now).is_ok());
+    assert!(jwt(&token).is_ok());
+    assert!(fresh.iter().all(|t| jwt(t).is_ok()));
+
+    let cold = ops_per_sec(sizes.rounds, sizes.cold, |_| {
+        black_box(verifier.verify_uncached(black_box(&token), &audiences, now)).unwrap();
+    });
+    let jwt_cold = ops_per_sec(sizes.rounds, sizes.cold, |_| {
+        black_box(jwt(black_box(&token))).unwrap();
+    });
+    verifier.verify(&token, &audiences, now).unwrap();
+    let cached = ops_per_sec(sizes.rounds, sizes.cached, |_| {
+        black_box(verifier.verify(black_box(&token), &audiences, now)).unwrap();
+    });
+    let jwt_same = ops_per_sec(sizes.rounds, sizes.cold, |_| {
+        black_box(jwt(black_box(&token))).unwrap();
+    });
+    // Fresh tokens: a new verifier per round so every call misses the cache.
+    let mut rounds_fresh = 0.0f64;
+    for _ in 0..sizes.rounds {
+        let v = Verifier::new(VerifierConfig::google(), ring.key_set());
+        rounds_fresh = rounds_fresh.max(ops_per_sec(1, fresh.len(), |i| {
+            black_box(v.verify(black_box(&fresh[i]), &audiences, now)).unwrap();
+        }));
+    }
+    let jwt_fresh = ops_per_sec(sizes.rounds, fresh.len(), |i| {
+        black_box(jwt(black_box(&fresh[i]))).unwrap();
+    });
+
+    println!("token: {} bytes, RSA-2048, RS256, one thread{}", token.len(), if full { "" } else { " (quick run)" });
+    println!("{:<40} {:>14} {:>16} {:>12}", "case", "moat verif/s", "jsonwebtoken/s", "moat/jwt");
+    for (name, ours, theirs) in [
+        ("(a) cold, same token, cache bypassed", cold, jwt_cold),
+        ("(b) cached, same token", cached, jwt_same),
+        ("(c) fresh token each time (cache on)", rounds_fresh, jwt_fresh),
+    ] {
+        println!("{name:<40} {ours:>14.0} {theirs:>16.0} {:>11.2}x", ours / theirs);
+    }
+    if full {
+        println!(
+            "targets: cached >= 1,000,000/s: {}; cold within 1.2x of jsonwebtoken: {}",
+            if cached >= 1_000_000.0 { "met" } else { "MISSED" },
+            if cold * 1.2 >= jwt_cold { "met" } else { "MISSED" },
+        );
+    }
+}
