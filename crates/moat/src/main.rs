@@ -4,7 +4,11 @@
 mod check;
 mod exit;
 mod explain;
+mod identity;
+mod keys;
 mod project_dir;
+mod serve_identity;
+mod token;
 
 use std::process::ExitCode;
 
@@ -24,6 +28,13 @@ enum Command {
     Explain(explain::Args),
     /// Report the misconfigurations the Cloud Run hardening guides warn about.
     Check(check::Args),
+    /// Serve a service account's metadata server and the project's identity endpoints (JWKS,
+    /// x509 certs, OpenID discovery) on loopback, for unmodified Google clients.
+    ServeIdentity(serve_identity::Args),
+    /// Print an ID token signed with the project's keys, like `gcloud auth print-identity-token`.
+    Token(token::Args),
+    /// Manage the project's signing keys.
+    Keys(keys::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +42,9 @@ fn main() -> ExitCode {
     let status = match cli.command {
         Command::Explain(args) => explain::run(args),
         Command::Check(args) => check::run(args),
+        Command::ServeIdentity(args) => serve_identity::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Keys(args) => keys::run(args),
     };
     status.into()
 }
