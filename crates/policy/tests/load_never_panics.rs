@@ -13,16 +13,17 @@ use proptest::prelude::*;
 
 fn example_files(dir: &str) -> Vec<SourceFile> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(dir);
-    let mut files = vec![SourceFile {
-        path: "moat.yaml".into(),
-        text: std::fs::read_to_string(root.join("moat.yaml")).unwrap(),
-    }];
+    let mut files =
+        vec![SourceFile { path: "moat.yaml".into(), text: std::fs::read_to_string(root.join("moat.yaml")).unwrap() }];
     for sub in ["services", "iam", "armor"] {
         let Ok(entries) = std::fs::read_dir(root.join(sub)) else { continue };
         let mut names: Vec<_> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         for n in names {
-            files.push(SourceFile { text: std::fs::read_to_string(root.join(sub).join(&n)).unwrap(), path: format!("{sub}/{n}") });
+            files.push(SourceFile {
+                text: std::fs::read_to_string(root.join(sub).join(&n)).unwrap(),
+                path: format!("{sub}/{n}"),
+            });
         }
     }
     files

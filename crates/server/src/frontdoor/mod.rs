@@ -1,0 +1,338 @@
+//! The front door: admits or refuses each request exactly as Cloud Run would, then passes the
+//! admitted ones to the workload (spec/cloudrun.md §0.1, DESIGN "Request pipeline").
+//!
+//! Key decision: a request's origin comes only from the listener it arrived on, never from
+//! anything the client sends. The caller creates one listener per origin (`internet`, each VPC
+//! network, each Google product, `service:NAME` for calls leaving a service) and hands each to
+//! [`FrontDoor::serve`] with its [`Origin`]. The door comes from the Host. Every decision is made
+//! by the same `moat_policy` functions `explain` runs, so the gateway does what `explain` says.
+
+mod body;
+mod forward;
+mod pipeline;
+mod record;
+mod refusal;
+mod route;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::Uri;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use moat_crypto::Verifier;
+use moat_policy::{Origin, Project};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use body::Body;
+pub use record::{DecisionRecord, DecisionSink, StderrSink};
+
+/// Seconds since the Unix epoch. Injected so tests can move time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Where the workload serving a service listens.
+pub trait Upstreams: Send + Sync + 'static {
+    /// The base URL (`http://HOST:PORT`, optionally with a path prefix) of `service`'s
+    /// workload; `None` when it has none (the request gets a 502).
+    fn upstream(&self, service: &str) -> Option<Uri>;
+}
+
+impl<F> Upstreams for F
+where
+    F: Fn(&str) -> Option<Uri> + Send + Sync + 'static,
+{
+    fn upstream(&self, service: &str) -> Option<Uri> {
+        self(service)
+    }
+}
+
+/// Bounds on what one request may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From the request's arrival to the workload's response head (Cloud Run's default
+    /// request timeout is 300 s). Past it the client gets a 504.
+    pub request_timeout: Duration,
+    /// Time a client has to send its whole request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; larger gets a 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A listener's origin the project does not know (a network, or a calling service, that is not
+/// declared).
+#[derive(Debug, thiserror::Error)]
+pub enum FrontDoorError {
+    #[error("cannot serve listener origin `{origin}`: {reason}")]
+    UnknownOrigin { origin: String, reason: String },
+    #[error("listener failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One project snapshot and what the request path needs precomputed from it.
+#[derive(Debug)]
+struct Snapshot {
+    project: Arc<Project>,
+    routes: route::Routes,
+    /// Per service: the audiences a token may carry, each with and without one trailing `/`
+    /// (the verifier matches exactly; Cloud Run ignores one trailing slash).
+    audiences: HashMap<String, Vec<String>>,
+}
+
+impl Snapshot {
+    fn new(project: Arc<Project>) -> Self {
+        let routes = route::Routes::new(&project);
+        let audiences = project
+            .services
+            .values()
+            .map(|s| {
+                let mut auds = Vec::new();
+                for a in moat_policy::authn::accepted_audiences(s) {
+                    let base = a.strip_suffix('/').unwrap_or(&a);
+                    for form in [base.to_owned(), format!("{base}/")] {
+                        if !auds.contains(&form) {
+                            auds.push(form);
+                        }
+                    }
+                }
+                (s.name.clone(), auds)
+            })
+            .collect();
+        Self { project, routes, audiences }
+    }
+}
+
+struct Inner {
+    snapshot: ArcSwap<Snapshot>,
+    verifier: Arc<Verifier>,
+    upstreams: Arc<dyn Upstreams>,
+    clock: Clock,
+    sink: Arc<dyn DecisionSink>,
+    client: Client<HttpConnector, Incoming>,
+    limits: Limits,
+    shutdown: watch::Sender<bool>,
+    /// Request ids: a random per-process prefix and a counter.
+    id_prefix: u64,
+    next_id: AtomicU64,
+}
+
+impl Inner {
+    fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{n:08x}", self.id_prefix)
+    }
+}
+
+/// The front door of one project. Cheap to clone; every clone serves the same snapshot.
+#[derive(Clone)]
+pub struct FrontDoor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FrontDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontDoor")
+            .field("project", &self.inner.snapshot.load().project.id)
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`FrontDoor`]; the clock defaults to the system clock and records go to stderr.
+pub struct FrontDoorBuilder {
+    project: Arc<Project>,
+    verifier: Arc<Verifier>,
+    upstreams: Arc<dyn Upstreams>,
+    clock: Clock,
+    sink: Arc<dyn DecisionSink>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for FrontDoorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontDoorBuilder").field("project", &self.project.id).finish_non_exhaustive()
+    }
+}
+
+impl FrontDoorBuilder {
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn sink(mut self, sink: Arc<dyn DecisionSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn build(self) -> FrontDoor {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        FrontDoor {
+            inner: Arc::new(Inner {
+                snapshot: ArcSwap::from_pointee(Snapshot::new(self.project)),
+                verifier: self.verifier,
+                upstreams: self.upstreams,
+                clock: self.clock,
+                sink: self.sink,
+                client,
+                limits: self.limits,
+                shutdown: watch::Sender::new(false),
+                id_prefix: h.finish(),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// Every origin a project's front door needs a listener for: the internet, each VPC network
+/// (its own and Shared VPC), each Google product in the project, and each service (the
+/// listener its egress proxy hands outbound calls to).
+pub fn listener_origins(project: &Project) -> Vec<Origin> {
+    let mut out = vec![Origin::Internet];
+    out.extend(
+        project.networks.iter().map(|n| {
+            Origin::Vpc(moat_policy::model::NetworkRef { project: project.id.clone(), network: n.name.clone() })
+        }),
+    );
+    out.extend(project.shared_vpc.iter().map(|s| Origin::Vpc(s.network.clone())));
+    out.extend(
+        moat_policy::request::GoogleProduct::ALL
+            .iter()
+            .map(|p| Origin::Google { product: *p, project: project.id.clone() }),
+    );
+    out.extend(project.services.keys().map(|s| Origin::Service(s.clone())));
+    out
+}
+
+fn system_clock() -> Clock {
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+impl FrontDoor {
+    pub fn builder(project: Arc<Project>, verifier: Arc<Verifier>, upstreams: impl Upstreams) -> FrontDoorBuilder {
+        FrontDoorBuilder {
+            project,
+            verifier,
+            upstreams: Arc::new(upstreams),
+            clock: system_clock(),
+            sink: Arc::new(StderrSink),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The project snapshot requests are decided against now.
+    pub fn project(&self) -> Arc<Project> {
+        Arc::clone(&self.inner.snapshot.load().project)
+    }
+
+    /// Swaps in a new project snapshot. Requests already past routing finish on the old one.
+    pub fn replace_project(&self, project: Arc<Project>) {
+        self.inner.snapshot.store(Arc::new(Snapshot::new(project)));
+    }
+
+    /// Stops every [`FrontDoor::serve`]: no new connections; requests in flight finish (each
+    /// is bounded by the request timeout), then the connections close.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Serves requests arriving on `listener`, all of which come from `origin`, until
+    /// [`FrontDoor::shutdown`].
+    pub async fn serve(&self, listener: TcpListener, origin: Origin) -> Result<(), FrontDoorError> {
+        let origin = self.check_origin(origin)?;
+        let origin = Arc::new(origin);
+        let mut stop = self.inner.shutdown.subscribe();
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = stopped(&mut stop) => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        conns.spawn(connection(Arc::clone(&self.inner), stream, peer, Arc::clone(&origin)));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("front door accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        while conns.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// The origin, with this project filled in where it was left out, if the project knows it.
+    fn check_origin(&self, origin: Origin) -> Result<Origin, FrontDoorError> {
+        let snap = self.inner.snapshot.load();
+        let origin = origin.in_project(&snap.project.id);
+        let any_door = moat_policy::path::ResolvedEntry { door: moat_policy::ingress::Door::DefaultUrl, lb: None };
+        match moat_policy::path::resolve_origin(&snap.project, &origin, any_door) {
+            Ok(_) => Ok(origin),
+            Err(e) => Err(FrontDoorError::UnknownOrigin { origin: origin.to_string(), reason: e.to_string() }),
+        }
+    }
+}
+
+/// One client connection: HTTP/1.1, bounded head, until it ends or the door shuts down.
+async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream, peer: SocketAddr, origin: Arc<Origin>) {
+    let mut stop = inner.shutdown.subscribe();
+    let limits = inner.limits;
+    let service = {
+        let inner = Arc::clone(&inner);
+        service_fn(move |req| {
+            let inner = Arc::clone(&inner);
+            let origin = Arc::clone(&origin);
+            async move { pipeline::handle(&inner, &origin, peer, req).await }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        // Errors here are the client's (reset, bad request) or a network refusal: the
+        // connection simply ends.
+        _ = conn.as_mut() => {}
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Resolves once the door is shut down (or can no longer be told to).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

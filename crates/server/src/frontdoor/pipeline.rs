@@ -1,0 +1,343 @@
+//! One request, top to bottom: route → network → [edge] → ingress → credential → verify →
+//! authenticate → authorize → forward. [`handle`] is the whole pipeline; each line is one
+//! stage, and each stage is the `moat_policy` function `explain` calls, in `path::decide`'s
+//! order, so the decision recorded here is the one `explain` prints for the same facts.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, HOST, HeaderMap};
+use hyper::{Request, Response};
+use moat_crypto::{Credential, HeaderError, VerifiedClaims, select_credential};
+use moat_policy::decision::Layer;
+use moat_policy::model::{LoadBalancer, Service};
+use moat_policy::request::NetOrigin;
+use moat_policy::{
+    Decision, Effect, Entry, Origin, Principal, Project, Reason, TokenFacts, authn, authz, ingress, network, path,
+};
+
+use super::Inner;
+use super::body::Body;
+use super::forward::{Admitted, InvokerCheckDisabled, Upstream, Verified, forward};
+use super::record::{DecisionRecord, rfc3339};
+use super::refusal::respond;
+use super::route::{Unrouted, normalise_host};
+
+/// A network-layer refusal: the door does not exist for this caller, so there is no HTTP
+/// response at all. Returning it as the service's error makes hyper close the connection
+/// without writing anything.
+#[derive(Debug, thiserror::Error)]
+#[error("the requested door is not reachable from this listener's network")]
+pub(super) struct NoRoute;
+
+type Outcome = Result<Response<Body>, NoRoute>;
+
+/// The pipeline. Every `return` before the last line is a refusal; only the last line can
+/// forward, because only it holds an [`Admitted`].
+pub(super) async fn handle(door: &Inner, origin: &Origin, peer: SocketAddr, req: Request<Incoming>) -> Outcome {
+    let mut t = Trace::new(door, origin);
+    let snap = door.snapshot.load_full();
+    let project = &snap.project;
+    let path = req.uri().path().to_owned();
+
+    // Route first: the Host names the service and the door, and every later stage needs both.
+    let (service, entry) = match host(req.headers(), req.uri()).map(|h| snap.routes.route(project, &h, &path)) {
+        Some(Ok(routed)) => routed,
+        Some(Err(why)) => return t.unrouted(why, project, &path),
+        None => return t.unrouted(Unrouted::UnknownHost, project, &path),
+    };
+    let Some(service) = project.service(&service) else { return t.unrouted(Unrouted::UnknownHost, project, &path) };
+    t.entry = Some(entry.clone());
+    t.service = Some(service.name.clone());
+    // The door as the project knows it; an unknown traffic tag is an unknown URL.
+    let Ok(door_of) = path::resolve_entry(project, service, &entry) else {
+        return t.unrouted(Unrouted::UnknownHost, project, &path);
+    };
+    // Origin from the listener only; a calling service leaves through its egress settings,
+    // which depend on the door it calls (an internal LB's address is private).
+    let (net, mut reasons) = match path::resolve_origin(project, origin, door_of) {
+        Ok(resolved) => resolved,
+        Err(e) => return t.deny(unknown_origin(&e), Vec::new(), &path),
+    };
+    t.network_origin = Some(net.clone());
+    // Network before anything at HTTP level: a door the origin cannot reach does not exist.
+    match network::reach(&net, door_of.lb) {
+        Ok(((), r)) => reasons.extend(r),
+        Err(d) => return t.deny(d, reasons, &path),
+    }
+    // [edge] The load balancer's security policy (Cloud Armor) goes here, with its issue: it
+    // sees every request that reaches the LB, before the backend's ingress.
+    // Ingress before any credential is looked at: a refused request never learns whether its
+    // token was good, and the workload never sees it.
+    match ingress::ingress(&net, door_of.door, service, project) {
+        Ok(((), r)) => reasons.extend(r),
+        Err(d) => return t.deny(d, reasons, &path),
+    }
+    // Invoker check disabled: nothing is verified and the headers pass untouched (§2.8).
+    if let Some(unchecked) = InvokerCheckDisabled::of(service) {
+        let decision = path::invoke(reasons, None, service, project);
+        return t.forward(decision, Admitted::Unchecked(unchecked), service, req, peer).await;
+    }
+    // The credential: X-Serverless-Authorization wins over Authorization (§2.7, J26).
+    let credential = match credential(req.headers()) {
+        Ok(c) => c,
+        Err(d) => return t.deny(d, reasons, &path),
+    };
+    // Signature, issuer, lifetime and audience: a token that fails any of them is a 401.
+    let verified = match credential {
+        None => None,
+        Some((header, token)) => match verify(door, &snap.audiences, service, &token) {
+            Ok(claims) => Some((header, token, claims)),
+            Err(d) => return t.deny(d, reasons, &path),
+        },
+    };
+    // Authentication: the policy's own function turns the verified claims into a principal.
+    let facts = match verified.as_ref().map(|(_, _, c)| facts(c)).transpose() {
+        Ok(f) => f,
+        Err(d) => return t.deny(d, reasons, &path),
+    };
+    let principal = match authn::authenticate(facts.as_ref(), service) {
+        Ok((p, r)) => {
+            reasons.extend(r);
+            p
+        }
+        Err(d) => return t.deny(d, reasons, &path),
+    };
+    t.principal = principal.email().map(str::to_owned);
+    // Authorization: run.routes.invoke through the service policy, then the project policy.
+    let permit = match authz::authorize(&principal, service, project) {
+        Ok((permit, r)) => {
+            reasons.extend(r);
+            permit
+        }
+        Err(d) => return t.deny(d, reasons, &path),
+    };
+    let verified = match verified.map(|(h, token, claims)| Verified::new(h, &token, claims).ok_or(())).transpose() {
+        Ok(v) => v,
+        Err(()) => return t.deny(malformed_after_verify(), reasons, &path),
+    };
+    // Forward with the proof of the permit: the only way past this function.
+    t.forward(Decision::allow(reasons), Admitted::Invoker { permit, verified }, service, req, peer).await
+}
+
+/// The Host the client asked for: the Host header, or the authority of an absolute-form
+/// request target. `None` when there is none or more than one Host header.
+fn host(headers: &HeaderMap, uri: &hyper::Uri) -> Option<String> {
+    let mut values = headers.get_all(HOST).iter();
+    let value = match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok()?.to_owned(),
+        (None, _) => uri.authority()?.as_str().to_owned(),
+        (Some(_), Some(_)) => return None,
+    };
+    Some(normalise_host(&value))
+}
+
+/// The chosen credential: `None` for no token (or another scheme, such as Basic). A duplicate
+/// or malformed credential header is a 401, not a 400: Cloud Run answers every unusable
+/// credential with the same 401 page, and the page says nothing about which check failed.
+fn credential(headers: &HeaderMap) -> Result<Option<(&'static str, String)>, Decision> {
+    const XSA: &str = "x-serverless-authorization";
+    let values = |name| -> Result<Vec<&str>, Decision> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().map_err(|_| header_refusal(&HeaderError::Malformed(name))))
+            .collect()
+    };
+    let (xsa, authz) = (values(XSA)?, values(AUTHORIZATION.as_str())?);
+    match select_credential(&xsa, &authz) {
+        Ok(None) => Ok(None),
+        Ok(Some((header, Credential::Bearer(token)))) => Ok(Some((header, token.to_owned()))),
+        Err(e) => Err(header_refusal(&e)),
+    }
+}
+
+fn header_refusal(e: &HeaderError) -> Decision {
+    let code = match e {
+        HeaderError::Duplicate(_) => "token.duplicate_header",
+        HeaderError::Malformed(_) => "token.malformed_header",
+    };
+    Decision::deny(Layer::Authentication, Some(401), vec![Reason::new(code, e.to_string(), None)])
+}
+
+fn verify(
+    door: &Inner,
+    audiences: &std::collections::HashMap<String, Vec<String>>,
+    service: &Service,
+    token: &str,
+) -> Result<VerifiedClaims, Decision> {
+    let accepted = audiences.get(&service.name).map_or(&[][..], Vec::as_slice);
+    door.verifier.verify(token, accepted, (door.clock)()).map_err(|e| {
+        let source = (e == moat_crypto::VerifyError::Audience).then_some(&service.custom_audiences.source);
+        Decision::deny(Layer::Authentication, Some(401), vec![Reason::new(e.code(), e.to_string(), source)])
+    })
+}
+
+/// What IAM needs of a verified token. A token whose email is not verified still names a
+/// principal here, so that the policy refuses it (`token.email_unverified`) exactly as
+/// `explain` does; a token with no email at all names nobody.
+fn facts(claims: &VerifiedClaims) -> Result<TokenFacts, Decision> {
+    if let Some(f) = claims.token_facts() {
+        return Ok(f);
+    }
+    match claims.email().filter(|e| !e.is_empty()) {
+        Some(email) => Ok(TokenFacts {
+            principal: Principal::from_email(email),
+            email_verified: claims.email_verified(),
+            audiences: claims.audiences().to_vec(),
+            hosted_domain: claims.hosted_domain().map(str::to_owned),
+        }),
+        None => Err(Decision::deny(
+            Layer::Authentication,
+            Some(401),
+            vec![Reason::new(
+                "token.no_email",
+                "the ID token has no `email` claim, so it names no IAM principal",
+                None,
+            )],
+        )),
+    }
+}
+
+fn malformed_after_verify() -> Decision {
+    Decision::deny(
+        Layer::Authentication,
+        Some(401),
+        vec![Reason::new("token.malformed", "the verified token is not a three-segment JWS", None)],
+    )
+}
+
+/// A listener whose origin the current project no longer knows (it changed under a running
+/// listener): nothing on that network exists any more.
+fn unknown_origin(e: &path::QueryError) -> Decision {
+    Decision::deny(Layer::Network, None, vec![Reason::new("network.unknown_origin", e.to_string(), None)])
+}
+
+fn lb_door(lb: &LoadBalancer) -> path::ResolvedEntry<'_> {
+    path::ResolvedEntry { door: ingress::Door::of_lb(lb.scheme), lb: Some(lb) }
+}
+
+fn layer_name(layer: Layer) -> &'static str {
+    match layer {
+        Layer::Network => "network",
+        Layer::Edge => "edge",
+        Layer::Ingress => "ingress",
+        Layer::Authentication => "authentication",
+        Layer::Authorization => "authorization",
+    }
+}
+
+fn net_name(net: &NetOrigin) -> String {
+    match net {
+        NetOrigin::Internet => "internet".to_owned(),
+        NetOrigin::Vpc(n) => format!("vpc:{n}"),
+        NetOrigin::Google { product, project } => format!("google:{}@{project}", product.as_str()),
+    }
+}
+
+/// What the record of this request will say, filled in as the stages run.
+struct Trace<'a> {
+    door: &'a Inner,
+    origin: &'a Origin,
+    id: String,
+    started: Instant,
+    network_origin: Option<NetOrigin>,
+    entry: Option<Entry>,
+    service: Option<String>,
+    principal: Option<String>,
+}
+
+impl<'a> Trace<'a> {
+    fn new(door: &'a Inner, origin: &'a Origin) -> Self {
+        Self {
+            door,
+            origin,
+            id: door.request_id(),
+            started: Instant::now(),
+            network_origin: None,
+            entry: None,
+            service: None,
+            principal: None,
+        }
+    }
+
+    fn record(
+        &self,
+        effect: Effect,
+        status: Option<u16>,
+        layer: Option<&'static str>,
+        reasons: Vec<Reason>,
+        upstream_error: Option<&'static str>,
+    ) {
+        self.door.sink.record(&DecisionRecord {
+            time: rfc3339((self.door.clock)()),
+            request_id: self.id.clone(),
+            listener: self.origin.to_string(),
+            network_origin: self.network_origin.as_ref().map(net_name),
+            entry: self.entry.as_ref().map(ToString::to_string),
+            service: self.service.clone(),
+            principal: self.principal.clone(),
+            effect,
+            status,
+            layer,
+            reasons,
+            upstream_error,
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+
+    /// A host (or LB path) nothing answers to: Cloud Run's 404 for an unknown URL. An internal
+    /// load balancer the origin cannot reach does not exist for it whatever the path, so an
+    /// unrouted path on one is a network refusal, not a 404.
+    fn unrouted(&mut self, why: Unrouted, project: &Project, path: &str) -> Outcome {
+        if let Unrouted::NoLbRoute(name) = &why
+            && let Some(lb) = project.load_balancer(name)
+            && let Ok((net, reasons)) = path::resolve_origin(project, self.origin, lb_door(lb))
+            && let Err(d) = network::reach(&net, Some(lb))
+        {
+            self.entry = Some(Entry::Lb(lb.name.clone()));
+            self.network_origin = Some(net);
+            return self.deny(d, reasons, path);
+        }
+        self.record(Effect::Deny, Some(404), Some("route"), vec![Reason::new(why.code(), why.message(), None)], None);
+        Ok(respond(404, path))
+    }
+
+    /// A policy refusal, after the reasons of the stages that passed.
+    fn deny(&self, mut d: Decision, mut reasons: Vec<Reason>, path: &str) -> Outcome {
+        reasons.append(&mut d.reasons);
+        self.record(d.effect, d.status, d.layer.map(layer_name), reasons, None);
+        match d.status {
+            Some(status) => Ok(respond(status, path)),
+            None => Err(NoRoute),
+        }
+    }
+
+    async fn forward(
+        &self,
+        decision: Decision,
+        admitted: Admitted,
+        service: &Service,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Outcome {
+        let path = req.uri().path().to_owned();
+        let door = self.door;
+        let upstream = Upstream {
+            client: &door.client,
+            base: door.upstreams.upstream(&service.name),
+            timeout: door.limits.request_timeout.saturating_sub(self.started.elapsed()),
+        };
+        match forward(admitted, upstream, req, peer.ip(), &self.id).await {
+            Ok(resp) => {
+                self.record(decision.effect, Some(resp.status().as_u16()), None, decision.reasons, None);
+                Ok(resp)
+            }
+            Err(e) => {
+                self.record(decision.effect, Some(e.status()), None, decision.reasons, Some(e.code()));
+                Ok(respond(e.status(), &path))
+            }
+        }
+    }
+}
