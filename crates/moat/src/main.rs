@@ -7,8 +7,10 @@ mod explain;
 mod identity;
 mod keys;
 mod project_dir;
+mod serve;
 mod serve_identity;
 mod token;
+mod up;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,11 @@ enum Command {
     Explain(explain::Args),
     /// Report the misconfigurations the Cloud Run hardening guides warn about.
     Check(check::Args),
+    /// Run the project locally: the front door, metadata servers and one instance per service
+    /// from `run:`, with the Cloud Run container contract.
+    Up(up::Args),
+    /// Run the front door in front of upstreams that run elsewhere (`run: {SERVICE: {url}}`).
+    Serve(serve::Args),
     /// Serve a service account's metadata server and the project's identity endpoints (JWKS,
     /// x509 certs, OpenID discovery) on loopback, for unmodified Google clients.
     ServeIdentity(serve_identity::Args),
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
     let status = match cli.command {
         Command::Explain(args) => explain::run(args),
         Command::Check(args) => check::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::ServeIdentity(args) => serve_identity::run(args),
         Command::Token(args) => token::run(args),
         Command::Keys(args) => keys::run(args),

@@ -87,7 +87,7 @@ async fn serve(args: Args) -> Result<(), miette::Report> {
         tokio::spawn(moat_server::serve_identity_until(identity_listener, Arc::clone(&identity), until(stopped)));
     let rotation = moat_server::spawn_rotation(Arc::clone(&identity), args.rotate_every);
 
-    let shutdown =
+    let mut shutdown =
         Shutdown::install().map_err(|e| IdentityError::Usage(format!("cannot install signal handlers: {e}")))?;
     print_env(mds, &ids).map_err(|e| IdentityError::Usage(format!("cannot write to stdout: {e}")))?;
     eprintln!(
@@ -123,13 +123,13 @@ fn print_env(mds: SocketAddr, ids: &str) -> std::io::Result<()> {
 
 /// SIGINT or SIGTERM. The handlers are installed when this is built, before the environment
 /// lines are printed: a harness may signal as soon as it has read them.
-struct Shutdown {
+pub(crate) struct Shutdown {
     #[cfg(unix)]
     signals: [tokio::signal::unix::Signal; 2],
 }
 
 impl Shutdown {
-    fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -141,10 +141,10 @@ impl Shutdown {
         }
     }
 
-    async fn wait(self) {
+    pub(crate) async fn wait(&mut self) {
         #[cfg(unix)]
         {
-            let [mut int, mut term] = self.signals;
+            let [int, term] = &mut self.signals;
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}

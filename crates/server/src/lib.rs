@@ -10,6 +10,8 @@
 pub mod frontdoor;
 pub mod identity;
 pub mod metadata;
+pub mod runtime;
+pub mod trust;
 
 use std::net::SocketAddr;
 

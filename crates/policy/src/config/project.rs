@@ -6,12 +6,13 @@ use ipnet::IpNet;
 
 use crate::config::diag::{ConfigError, FileCtx};
 use crate::config::iam::lower_policy;
-use crate::config::raw::RawMoat;
+use crate::config::raw::{RawListeners, RawMoat, RawRun};
 use crate::model::{
-    Acceptance, Binding, Connector, DomainMapping, Group, IamPolicy, LbRoute, LbScheme, LoadBalancer, Member,
-    MemberRef, Network, NetworkRef, Perimeter, Project, RunSpec, Secret, ServiceAccount, SharedVpc, Subnet,
-    default_compute_sa,
+    Acceptance, Binding, Connector, DomainMapping, EPHEMERAL_LISTENER, Group, IamPolicy, LbRoute, LbScheme, Listeners,
+    LoadBalancer, Member, MemberRef, Network, NetworkRef, Perimeter, Project, RunSpec, RunTarget, Secret,
+    ServiceAccount, SharedVpc, Subnet, default_compute_sa,
 };
+use crate::request::GoogleProduct;
 
 pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigError>) -> Project {
     let p = raw.project.value;
@@ -85,6 +86,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         service_accounts: Vec::new(),
         secrets: BTreeMap::new(),
         run: BTreeMap::new(),
+        listeners: Listeners::default(),
         services: BTreeMap::new(),
         armor_policies: Vec::new(),
         accepted: Vec::new(),
@@ -261,14 +263,12 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
     }
     for (service, r) in raw.run {
         let source = ctx.at(&r.referenced);
-        if r.value.command.value.is_empty() {
-            errs.push(ctx.error(
-                &ctx.at(&r.value.command.referenced),
-                format!("`run.{service}.command` is empty"),
-                "give the program and its arguments, e.g. `command: [python3, app.py]`",
-            ));
+        if let Some(target) = lower_run(ctx, &service, &source, r.value, errs) {
+            project.run.insert(service, RunSpec { target, source });
         }
-        project.run.insert(service, RunSpec { command: r.value.command.value, dir: r.value.dir, source });
+    }
+    if let Some(l) = raw.listeners {
+        project.listeners = lower_listeners(ctx, &project, l.value, errs);
     }
     project
 }
@@ -297,4 +297,161 @@ pub(crate) fn unknown_network(ctx: &FileCtx, at: &crate::source::SourceRef, name
         format!("network `{name}` is not declared"),
         "declare it under `networks:` in moat.yaml, or under `shared_vpc:` if it belongs to a Shared VPC host project (then write `HOST_PROJECT/NETWORK`)",
     )
+}
+
+/// `run.SERVICE`: exactly one of `command` (with an optional `dir`) and `url`.
+fn lower_run(
+    ctx: &FileCtx,
+    service: &str,
+    source: &crate::source::SourceRef,
+    r: RawRun,
+    errs: &mut Vec<ConfigError>,
+) -> Option<RunTarget> {
+    match (r.command, r.url) {
+        (Some(command), None) => {
+            if command.value.is_empty() {
+                errs.push(ctx.error(
+                    &ctx.at(&command.referenced),
+                    format!("`run.{service}.command` is empty"),
+                    "give the program and its arguments, e.g. `command: [python3, app.py]`",
+                ));
+                return None;
+            }
+            Some(RunTarget::Command { command: command.value, dir: r.dir })
+        }
+        (None, Some(url)) => {
+            let at = ctx.at(&url.referenced);
+            if r.dir.is_some() {
+                errs.push(ctx.error(
+                    &at,
+                    format!("`run.{service}` has a `url` and a `dir`"),
+                    "`dir` is where a `command` runs; remove it for an upstream URL",
+                ));
+            }
+            match upstream_url(&url.value) {
+                Ok(()) => Some(RunTarget::Url(url.value)),
+                Err(why) => {
+                    errs.push(ctx.error(
+                        &at,
+                        format!("`run.{service}.url` `{}` {why}", url.value),
+                        "write the upstream as `http://HOST:PORT` (or `https://HOST:PORT`)",
+                    ));
+                    None
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            errs.push(ctx.error(
+                source,
+                format!("`run.{service}` has both `command` and `url`"),
+                "keep `command` for a workload moat starts, or `url` for an upstream moat proxies to",
+            ));
+            None
+        }
+        (None, None) => {
+            errs.push(ctx.error(
+                source,
+                format!("`run.{service}` has neither `command` nor `url`"),
+                "add `command: [PROGRAM, ARGS...]` (and `dir`) for a workload moat starts, or `url: http://HOST:PORT` for an upstream",
+            ));
+            None
+        }
+    }
+}
+
+/// `http(s)://HOST:PORT[/PATH]`, nothing else (no user info, query or fragment).
+fn upstream_url(url: &str) -> Result<(), &'static str> {
+    let rest =
+        url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or("is not http:// or https://")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    if authority.contains('@') || path.contains(['?', '#']) || authority.contains(['?', '#']) {
+        return Err("has user info, a query or a fragment");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, port) = v6.split_once("]:").ok_or("has no port")?;
+            (host, port)
+        }
+        None => authority.rsplit_once(':').ok_or("has no port")?,
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err("has no valid port"),
+    }
+}
+
+fn lower_listeners(ctx: &FileCtx, project: &Project, raw: RawListeners, errs: &mut Vec<ConfigError>) -> Listeners {
+    let mut out = Listeners::default();
+    let addr = |what: &str, s: &serde_saphyr::Spanned<String>, errs: &mut Vec<ConfigError>| match s
+        .value
+        .parse::<std::net::SocketAddr>(
+    ) {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(ctx.error(
+                &ctx.at(&s.referenced),
+                format!("listener `{what}` address `{}` is not IP:PORT", s.value),
+                "write an address and a port, e.g. `127.0.0.1:8080` (port 0 picks a free one)",
+            ));
+            None
+        }
+    };
+    if let Some(a) = raw.internet.as_ref().and_then(|s| addr("internet", s, errs)) {
+        out.internet = a;
+    }
+    out.admin = raw.admin.as_ref().and_then(|s| addr("admin", s, errs)).unwrap_or(EPHEMERAL_LISTENER);
+    for (name, s) in &raw.vpc {
+        let Some(a) = addr(&format!("vpc.{name}"), s, errs) else { continue };
+        match resolve_network(project, name) {
+            Some(net) => {
+                out.vpc.insert(net, a);
+            }
+            None => errs.push(unknown_network(ctx, &ctx.at(&s.referenced), name)),
+        }
+    }
+    for (name, s) in &raw.google {
+        let Some(a) = addr(&format!("google.{name}"), s, errs) else { continue };
+        match GoogleProduct::ALL.into_iter().find(|p| p.as_str() == name) {
+            Some(p) => {
+                out.google.insert(p, a);
+            }
+            None => {
+                let names: Vec<&str> = GoogleProduct::ALL.iter().map(|p| p.as_str()).collect();
+                errs.push(ctx.error(
+                    &ctx.at(&s.referenced),
+                    format!("`{name}` is not a Google product moat has a listener for"),
+                    format!("use one of {}", names.join(", ")),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_url;
+
+    #[test]
+    fn upstream_urls_need_scheme_host_and_port() {
+        for ok in ["http://127.0.0.1:9000", "https://api.internal:443/prefix", "http://[::1]:8080/"] {
+            assert_eq!(upstream_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:9000",
+            "ftp://h:1",
+            "http://h",
+            "http://:80",
+            "http://h:0",
+            "http://h:99999",
+            "http://u@h:1",
+            "http://h:1/?q",
+            "http://[::1]/",
+        ] {
+            assert!(upstream_url(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -114,6 +114,9 @@ pub struct RawMoat {
     pub secrets: Vec<Spanned<RawSecret>>,
     #[serde(default)]
     pub run: BTreeMap<String, Spanned<RawRun>>,
+    /// Where `moat up` and `moat serve` listen.
+    #[serde(default)]
+    pub listeners: Option<Spanned<RawListeners>>,
     /// `moat check` findings accepted as known risks.
     #[serde(default)]
     pub accept: Vec<Spanned<RawAccept>>,
@@ -223,9 +226,27 @@ pub struct RawSecret {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRun {
-    pub command: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub command: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub dir: Option<String>,
+    /// An upstream moat proxies to instead of starting a workload.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+}
+
+/// `listeners: {internet: ADDR, vpc: {NETWORK: ADDR}, google: {PRODUCT: ADDR}, admin: ADDR}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListeners {
+    #[serde(default)]
+    pub internet: Option<Spanned<String>>,
+    #[serde(default)]
+    pub vpc: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub google: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub admin: Option<Spanned<String>>,
 }
 
 /// `accept: [{rule: MOAT001, service: web, reason: "..."}]`.

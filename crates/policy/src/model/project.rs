@@ -1,11 +1,13 @@
 //! The project: everything in `moat.yaml` plus the services and policies loaded beside it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use ipnet::IpNet;
 
 use crate::model::iam::{IamPolicy, MemberRef};
 use crate::model::service::{NetworkRef, Service};
+use crate::request::GoogleProduct;
 use crate::source::SourceRef;
 
 #[derive(Debug, Clone)]
@@ -103,12 +105,48 @@ pub struct Secret {
     pub source: SourceRef,
 }
 
-/// How `moat up` runs a service locally.
+/// How `moat up` runs a service locally, or where `moat serve` finds it.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    pub command: Vec<String>,
-    pub dir: Option<String>,
+    pub target: RunTarget,
     pub source: SourceRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunTarget {
+    /// A workload moat starts: the program and its arguments, run in `dir` (relative to the
+    /// project directory; the project directory itself when `None`).
+    Command { command: Vec<String>, dir: Option<String> },
+    /// An upstream moat proxies to: `http(s)://HOST:PORT[/PREFIX]`, already checked.
+    Url(String),
+}
+
+/// Where the front door and the admin API listen (`listeners:` in moat.yaml). What is not
+/// configured listens on an ephemeral loopback port, except the internet listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listeners {
+    pub internet: SocketAddr,
+    /// Keyed by the network as moat.yaml names it (`NAME` or `HOST_PROJECT/NAME`).
+    pub vpc: BTreeMap<NetworkRef, SocketAddr>,
+    pub google: BTreeMap<GoogleProduct, SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// The internet listener when moat.yaml does not say: Cloud Run's default container port.
+pub const DEFAULT_INTERNET_LISTENER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+/// Every other listener when moat.yaml does not say: a free loopback port.
+pub const EPHEMERAL_LISTENER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self {
+            internet: DEFAULT_INTERNET_LISTENER,
+            vpc: BTreeMap::new(),
+            google: BTreeMap::new(),
+            admin: EPHEMERAL_LISTENER,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +195,7 @@ pub struct Project {
     pub service_accounts: Vec<ServiceAccount>,
     pub secrets: BTreeMap<String, Secret>,
     pub run: BTreeMap<String, RunSpec>,
+    pub listeners: Listeners,
     pub services: BTreeMap<String, Service>,
     /// Names of the security policies found in `armor/`.
     pub armor_policies: Vec<String>,

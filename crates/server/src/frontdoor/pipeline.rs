@@ -121,14 +121,18 @@ pub(super) async fn handle(door: &Inner, origin: &Origin, peer: SocketAddr, req:
     t.forward(Decision::allow(reasons), Admitted::Invoker { permit, verified }, service, req, peer).await
 }
 
-/// The Host the client asked for: the Host header, or the authority of an absolute-form
-/// request target. `None` when there is none or more than one Host header.
+/// The Host the client asked for: the authority of an absolute-form request target
+/// (`GET http://HOST/ HTTP/1.1`, what a client sends to its HTTP proxy; RFC 9112 §3.2.2 says
+/// it wins over any Host header), else the Host header. `None` when there is none or more than
+/// one Host header.
 fn host(headers: &HeaderMap, uri: &hyper::Uri) -> Option<String> {
+    if let Some(authority) = uri.authority() {
+        return Some(normalise_host(authority.host()));
+    }
     let mut values = headers.get_all(HOST).iter();
     let value = match (values.next(), values.next()) {
         (Some(v), None) => v.to_str().ok()?.to_owned(),
-        (None, _) => uri.authority()?.as_str().to_owned(),
-        (Some(_), Some(_)) => return None,
+        _ => return None,
     };
     Some(normalise_host(&value))
 }

@@ -1,0 +1,20 @@
+//! `moat serve`: the same front door as `moat up`, in front of upstreams that run elsewhere
+//! (`run: {SERVICE: {url: http://HOST:PORT}}` for every service); no workloads are started.
+
+use std::path::PathBuf;
+
+use crate::exit::Exit;
+use crate::up::{Mode, run_mode};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The project directory (contains moat.yaml).
+    pub project: PathBuf,
+    /// State directory (signing keys, decisions.jsonl). Default: PROJECT/.moat.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Exit {
+    run_mode(&args.project, args.state.as_deref(), Mode::Serve)
+}

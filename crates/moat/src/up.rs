@@ -1,0 +1,195 @@
+//! `moat up`: the front door, the identity listener, a metadata server per instance and the
+//! admin listener, and one instance per service from `run:` with the Cloud Run container
+//! contract, until Ctrl-C or SIGTERM. Stdout carries the listeners and the status table; logs,
+//! the workloads' output and one line per request go to stderr; decision records go to
+//! `STATE/decisions.jsonl`.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::Diagnostic;
+use moat_policy::Project;
+use moat_policy::model::RunTarget;
+use moat_server::IdentityState;
+use moat_server::runtime::{Config, LogSink, Options, Runtime, table};
+
+use crate::exit::{Exit, report};
+use crate::identity::{keys_dir, keys_error, state_dir};
+use crate::serve_identity::Shutdown;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The project directory (contains moat.yaml).
+    pub project: PathBuf,
+    /// State directory (signing keys, decisions.jsonl). Default: PROJECT/.moat.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+/// Why `moat up` or `moat serve` cannot run. Every variant exits with status 2.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum RunError {
+    #[error("`moat serve` starts no workloads, but {} no upstream URL: {}", if .services.len() == 1 { "this service has" } else { "these services have" }, .services.join(", "))]
+    #[diagnostic(help(
+        "give each one `run: {{SERVICE: {{url: http://HOST:PORT}}}}` in moat.yaml, or use `moat up` to start them from `command`"
+    ))]
+    NoUpstream { services: Vec<String> },
+    #[error("{0}")]
+    Start(String),
+}
+
+/// `moat up` starts workloads; `moat serve` only proxies to configured upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Up,
+    Serve,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Up => "moat up",
+            Self::Serve => "moat serve",
+        }
+    }
+}
+
+pub fn run(args: Args) -> Exit {
+    run_mode(&args.project, args.state.as_deref(), Mode::Up)
+}
+
+pub fn run_mode(project: &Path, state: Option<&Path>, mode: Mode) -> Exit {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,moat_server=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return report(RunError::Start(format!("cannot start the async runtime: {e}"))),
+    };
+    match runtime.block_on(serve(project, state, mode)) {
+        Ok(()) => Exit::Clean,
+        Err(e) => report(e),
+    }
+}
+
+async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miette::Report> {
+    let project = crate::project_dir::load(dir)?;
+    if mode == Mode::Serve {
+        let missing = without_upstream(&project);
+        if !missing.is_empty() {
+            return Err(RunError::NoUpstream { services: missing }.into());
+        }
+    }
+    let state = state_dir(dir, state);
+    let keys = keys_dir(&state);
+    let identity = Arc::new(IdentityState::from_store(&keys).map_err(|e| keys_error(&keys, &e))?);
+    let log = state.join("decisions.jsonl");
+    let sink = LogSink::open(&log)
+        .map_err(|e| RunError::Start(format!("cannot open the decision log `{}`: {e}", log.display())))?;
+    let mut shutdown =
+        Shutdown::install().map_err(|e| RunError::Start(format!("cannot install signal handlers: {e}")))?;
+
+    let config = Config {
+        project: Arc::new(project),
+        project_dir: dir.to_path_buf(),
+        identity,
+        sink: Arc::new(sink),
+        start_workloads: mode == Mode::Up,
+        options: Options::default(),
+    };
+    let project = Arc::clone(&config.project);
+    let runtime = Runtime::start(config).await.map_err(|e| RunError::Start(e.to_string()))?;
+    print_listeners(&project, &runtime, mode).map_err(stdout_error)?;
+
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let started = runtime.wait_started(|ready, total, waiting| progress(tty, &mut last, ready, total, waiting));
+    tokio::select! {
+        () = started => {}
+        () = shutdown.wait() => {
+            eprintln!("\nmoat: stopping");
+            runtime.shutdown().await;
+            return Ok(());
+        }
+    }
+    print_ready(&runtime, &log).map_err(stdout_error)?;
+
+    shutdown.wait().await;
+    eprintln!("moat: stopping (SIGTERM to every instance, SIGKILL after 10s)");
+    runtime.shutdown().await;
+    eprintln!("moat: stopped");
+    Ok(())
+}
+
+/// Services `moat serve` cannot send anywhere: no `run:` entry, or one with a command.
+fn without_upstream(project: &Project) -> Vec<String> {
+    project
+        .services
+        .keys()
+        .filter(|s| !matches!(project.run.get(*s).map(|r| &r.target), Some(RunTarget::Url(_))))
+        .cloned()
+        .collect()
+}
+
+fn stdout_error(e: std::io::Error) -> RunError {
+    RunError::Start(format!("cannot write to stdout: {e}"))
+}
+
+/// `starting: 3/5 ready (waiting for api, orders)`, rewritten in place on a terminal.
+fn progress(tty: bool, last: &mut String, ready: usize, total: usize, waiting: &[String]) {
+    let line = if waiting.is_empty() {
+        format!("moat: started: {ready}/{total} ready")
+    } else {
+        format!("moat: starting: {ready}/{total} ready (waiting for {})", waiting.join(", "))
+    };
+    if total == 0 || line == *last {
+        return;
+    }
+    line.clone_into(last);
+    let mut err = std::io::stderr().lock();
+    if tty {
+        let end = if waiting.is_empty() { "\n" } else { "" };
+        let _ = write!(err, "\r\x1b[2K{line}{end}");
+    } else {
+        let _ = writeln!(err, "{line}");
+    }
+    let _ = err.flush();
+}
+
+fn print_listeners(project: &Project, runtime: &Runtime, mode: Mode) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: project {} ({})", mode.name(), project.id, project.region)?;
+    writeln!(out)?;
+    writeln!(out, "listeners (origin comes from the listener, never from the request)")?;
+    let width = runtime.listeners().iter().map(|l| l.origin.len()).max().unwrap_or(0);
+    for l in runtime.listeners() {
+        let note = match l.origin.as_str() {
+            "admin" => "   GET /status, /healthz",
+            "identity" => "   JWKS /oauth2/v3/certs, x509 /oauth2/v1/certs",
+            o if o.starts_with("service:") => "   HTTP_PROXY of its instances",
+            _ => "",
+        };
+        writeln!(out, "  {:<width$}  {}{note}", l.origin, l.addr)?;
+    }
+    out.flush()
+}
+
+fn print_ready(runtime: &Runtime, log: &Path) -> std::io::Result<()> {
+    let services = runtime.board().snapshot();
+    let mut out = std::io::stdout().lock();
+    writeln!(out)?;
+    write!(out, "{}", table(&services))?;
+    writeln!(out)?;
+    if let Some(internet) = runtime.listener("internet") {
+        writeln!(
+            out,
+            "call a service on the internet listener with its host: curl -H 'Host: HOST' http://{internet}/ (HOST: a run.app host from URL, NAME.run.localhost, a load balancer host or a mapped domain)"
+        )?;
+    }
+    let ready = services.iter().filter(|s| s.state == moat_server::runtime::State::Ready).count();
+    let started = services.iter().filter(|s| s.state != moat_server::runtime::State::NotRunning).count();
+    writeln!(out, "decisions: {}", log.display())?;
+    writeln!(out, "ready: {ready}/{started} services; stop with Ctrl-C")?;
+    out.flush()
+}

@@ -1,0 +1,150 @@
+//! The environment an instance starts with: the Cloud Run container contract (spec/cloudrun.md
+//! §3.4: `PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`), its own metadata server, its
+//! egress through the front door, and the plain env values of its service spec.
+
+use std::net::SocketAddr;
+
+use moat_policy::model::{EnvValue, Project, Service};
+
+/// Hosts a workload reaches directly, not through its proxy: its metadata server (by any of
+/// its names) and itself.
+pub const NO_PROXY: &str = "localhost,127.0.0.1,::1,metadata.google.internal,169.254.169.254";
+
+/// Variables moat's own environment may carry that would point a workload at credentials or
+/// proxies other than the ones moat gives it.
+const SCRUBBED: [&str; 7] = [
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GCE_METADATA_MTLS_MODE",
+    "NO_GCE_CHECK",
+    "GOOGLE_API_CERTIFICATE_CONFIG",
+    "ALL_PROXY",
+    "all_proxy",
+    "CLOUDSDK_CONFIG",
+];
+
+/// What one service's instances are told.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    pub service: String,
+    /// `NAME-00001-moat`: the shape of a Cloud Run revision name, with a suffix that says
+    /// where it runs.
+    pub revision: String,
+    pub metadata: SocketAddr,
+    /// The front door listener for calls leaving this service (`service:NAME`).
+    pub proxy: Option<SocketAddr>,
+    /// `(MOAT_URL_<SERVICE>, URL)` for every service of the project.
+    pub urls: Vec<(String, String)>,
+    /// The literal env values of the service spec. Secret env values are not here: the secret
+    /// store is not built yet, and moat never fakes a secret.
+    pub plain: Vec<(String, String)>,
+}
+
+impl Contract {
+    pub fn new(project: &Project, service: &Service, metadata: SocketAddr, proxy: Option<SocketAddr>) -> Self {
+        Self {
+            service: service.name.clone(),
+            revision: format!("{}-00001-moat", service.name),
+            metadata,
+            proxy,
+            urls: project.services.values().map(|s| (url_var(&s.name), service_url(s))).collect(),
+            plain: service
+                .env
+                .iter()
+                .filter_map(|e| match &e.value {
+                    EnvValue::Plain(v) => Some((e.name.clone(), v.clone())),
+                    EnvValue::Secret(_) => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Every variable the instance gets on `port`, in the order they are set: the service's own
+    /// values first, so that the contract's reserved names always win (Cloud Run refuses to
+    /// deploy a service that sets them).
+    pub fn vars(&self, port: u16) -> Vec<(String, String)> {
+        let mut out = self.plain.clone();
+        out.extend(self.urls.iter().cloned());
+        let mds = self.metadata.to_string();
+        let set = |out: &mut Vec<(String, String)>, k: &str, v: String| out.push((k.to_owned(), v));
+        set(&mut out, "PORT", port.to_string());
+        set(&mut out, "K_SERVICE", self.service.clone());
+        set(&mut out, "K_REVISION", self.revision.clone());
+        set(&mut out, "K_CONFIGURATION", self.service.clone());
+        // google-auth reads HOST (data) and IP (ping); gcloud reads ROOT.
+        set(&mut out, "GCE_METADATA_HOST", mds.clone());
+        set(&mut out, "GCE_METADATA_IP", mds.clone());
+        set(&mut out, "GCE_METADATA_ROOT", mds);
+        if let Some(proxy) = self.proxy {
+            let url = format!("http://{proxy}");
+            set(&mut out, "HTTP_PROXY", url.clone());
+            set(&mut out, "http_proxy", url);
+        }
+        set(&mut out, "NO_PROXY", NO_PROXY.to_owned());
+        set(&mut out, "no_proxy", NO_PROXY.to_owned());
+        out
+    }
+
+    /// Names of the secret env values left unset.
+    pub fn unresolved_secrets(service: &Service) -> Vec<&str> {
+        service.env.iter().filter(|e| matches!(e.value, EnvValue::Secret(_))).map(|e| e.name.as_str()).collect()
+    }
+}
+
+/// Applies `vars` to `cmd` over moat's own environment, minus what would mislead a client.
+pub(super) fn apply(cmd: &mut tokio::process::Command, vars: &[(String, String)]) {
+    for k in SCRUBBED {
+        cmd.env_remove(k);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+}
+
+/// `MOAT_URL_<SERVICE>`: upper case, `-` → `_`.
+pub fn url_var(service: &str) -> String {
+    let name: String = service.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }).collect();
+    format!("MOAT_URL_{name}")
+}
+
+/// The service's main URL: its deterministic run.app URL, which is also the audience its
+/// callers put in their ID tokens. Locally the transport is `http://` to the same host.
+pub fn service_url(service: &Service) -> String {
+    service.urls.first().cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_variables_are_upper_case_with_underscores() {
+        assert_eq!(url_var("api"), "MOAT_URL_API");
+        assert_eq!(url_var("order-worker"), "MOAT_URL_ORDER_WORKER");
+    }
+
+    #[test]
+    fn the_contract_wins_over_the_service_spec() {
+        let c = Contract {
+            service: "api".into(),
+            revision: "api-00001-moat".into(),
+            metadata: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            proxy: Some(SocketAddr::from(([127, 0, 0, 1], 5000))),
+            urls: vec![("MOAT_URL_API".into(), "https://api-1.r.run.app".into())],
+            plain: vec![("PORT".into(), "1".into()), ("LOG_LEVEL".into(), "info".into())],
+        };
+        let vars = c.vars(8123);
+        let last = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(last("PORT"), Some("8123"));
+        assert_eq!(last("LOG_LEVEL"), Some("info"));
+        assert_eq!(last("K_SERVICE"), Some("api"));
+        assert_eq!(last("K_REVISION"), Some("api-00001-moat"));
+        assert_eq!(last("K_CONFIGURATION"), Some("api"));
+        for k in ["GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT"] {
+            assert_eq!(last(k), Some("127.0.0.1:4000"), "{k}");
+        }
+        assert_eq!(last("HTTP_PROXY"), Some("http://127.0.0.1:5000"));
+        assert_eq!(last("http_proxy"), Some("http://127.0.0.1:5000"));
+        assert_eq!(last("NO_PROXY"), Some(NO_PROXY));
+        assert_eq!(last("MOAT_URL_API"), Some("https://api-1.r.run.app"));
+    }
+}

@@ -1,0 +1,195 @@
+//! One instance slot of one service: start it with the contract, wait until it listens, put it
+//! behind the front door, and start it again with backoff when it exits, until moat stops.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use super::env::{Contract, apply};
+use super::group::ProcessGroup;
+use super::ready::{Startup, free_port, wait};
+use super::status::{Board, State};
+use super::{Options, UpstreamTable, stopped};
+
+/// Everything needed to start the service's instance, again and again.
+#[derive(Debug, Clone)]
+pub(super) struct Slot {
+    pub service: String,
+    pub command: Vec<String>,
+    pub dir: PathBuf,
+    pub contract: Contract,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Shared {
+    pub board: Board,
+    pub upstreams: UpstreamTable,
+    pub options: Options,
+}
+
+/// Runs until `stop` says so; the last instance is stopped (SIGTERM, grace, SIGKILL) before it
+/// returns.
+pub(super) async fn supervise(slot: Slot, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut delays = shared.options.backoff.start();
+    let service = slot.service.as_str();
+    loop {
+        let started = Instant::now();
+        match run_once(&slot, &shared, &mut stop).await {
+            Ended::Stopped => break,
+            Ended::Failed(why) => eprintln!("moat: `{service}` {why}"),
+        }
+        shared.upstreams.remove(service);
+        let wait = delays.after_exit(started.elapsed());
+        eprintln!("moat: restarting `{service}` in {}", human(wait));
+        shared.board.update(service, |s| {
+            s.state = State::Restarting;
+            s.pid = None;
+            s.upstream = None;
+            s.settled = true;
+        });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stopped(&mut stop) => break,
+        }
+        shared.board.update(service, |s| s.restarts = s.restarts.saturating_add(1));
+    }
+    shared.upstreams.remove(service);
+    shared.board.update(service, |s| {
+        s.state = State::Stopped;
+        s.pid = None;
+        s.upstream = None;
+        s.settled = true;
+    });
+}
+
+enum Ended {
+    Stopped,
+    Failed(String),
+}
+
+async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>) -> Ended {
+    let service = slot.service.as_str();
+    if *stop.borrow() {
+        return Ended::Stopped;
+    }
+    let port = match free_port() {
+        Ok(p) => p,
+        Err(e) => return Ended::Failed(format!("has no free port to listen on: {e}")),
+    };
+    let (mut child, mut group) = match spawn(slot, port) {
+        Ok(c) => c,
+        Err(e) => {
+            let program = slot.command.first().map_or("", String::as_str);
+            return Ended::Failed(format!(
+                "cannot start `{program}` in `{}`: {e} (check `run.{service}` in moat.yaml)",
+                slot.dir.display()
+            ));
+        }
+    };
+    let pid = child.id();
+    shared.board.update(service, |s| {
+        s.state = State::Starting;
+        s.pid = pid;
+        s.port = Some(port);
+        s.upstream = None;
+    });
+    let startup = tokio::select! {
+        s = wait(port, shared.options.ready_timeout, &mut child) => s,
+        () = stopped(stop) => {
+            group.terminate(&mut child, shared.options.grace).await;
+            return Ended::Stopped;
+        }
+    };
+    match startup {
+        Startup::Ready => {}
+        Startup::Exited(status) => {
+            group.kill();
+            return Ended::Failed(format!("exited before it listened on PORT {port} ({})", exit(status)));
+        }
+        Startup::TimedOut => {
+            group.terminate(&mut child, shared.options.grace).await;
+            return Ended::Failed(format!(
+                "did not listen on PORT {port} within {} (it must listen on the port in $PORT)",
+                human(shared.options.ready_timeout)
+            ));
+        }
+    }
+    let upstream = format!("http://127.0.0.1:{port}");
+    shared.upstreams.set(service, &upstream);
+    shared.board.update(service, |s| {
+        s.state = State::Ready;
+        s.upstream = Some(upstream);
+        s.settled = true;
+    });
+    let ran = Instant::now();
+    tokio::select! {
+        status = child.wait() => {
+            shared.upstreams.remove(service);
+            // Whatever it started goes with it, as when a container exits.
+            group.kill();
+            let status = status.map_or_else(|e| format!("cannot be waited for: {e}"), exit);
+            Ended::Failed(format!("exited after {} ({status})", human(ran.elapsed())))
+        }
+        () = stopped(stop) => {
+            shared.upstreams.remove(service);
+            group.terminate(&mut child, shared.options.grace).await;
+            Ended::Stopped
+        }
+    }
+}
+
+fn spawn(slot: &Slot, port: u16) -> std::io::Result<(Child, ProcessGroup)> {
+    let (program, args) = slot.command.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(&slot.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    apply(&mut cmd, &slot.contract.vars(port));
+    #[cfg(unix)]
+    cmd.process_group(0);
+    cmd.kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let group = ProcessGroup::led_by(child.id());
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(relay(slot.service.clone(), out));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(relay(slot.service.clone(), err));
+    }
+    Ok((child, group))
+}
+
+/// The instance's output, line by line, on moat's stderr with the service's name in front
+/// (stdout is moat's status table).
+async fn relay(service: String, from: impl AsyncRead + Unpin) {
+    let mut lines = BufReader::new(from);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match lines.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                eprintln!("[{service}] {}", line.trim_end());
+            }
+        }
+    }
+}
+
+fn exit(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(sig) = status.signal() {
+            return format!("killed by signal {sig}");
+        }
+    }
+    status.code().map_or_else(|| status.to_string(), |c| format!("exit status {c}"))
+}
+
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.1}s", d.as_secs_f64()) }
+}

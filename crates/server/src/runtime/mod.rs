@@ -1,0 +1,367 @@
+//! The runtime behind `moat up` and `moat serve`: every listener of the front door (one per
+//! origin), the identity listener, one metadata server per instance, the admin listener, and a
+//! supervisor per service that runs its instance with the Cloud Run container contract
+//! (spec/cloudrun.md §3.4, DESIGN "Runtime and state").
+//!
+//! Key decision: an instance's outbound calls go through the front door's `service:NAME`
+//! listener (its `HTTP_PROXY`), so a call from one service to another takes the origin the
+//! caller's egress settings imply, through the same pipeline and the same decisions `explain`
+//! prints for `--from service:NAME`. Nothing a workload sends can change where it calls from.
+
+mod admin;
+mod backoff;
+mod decisions;
+mod env;
+mod group;
+mod instance;
+mod ready;
+mod status;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use hyper::Uri;
+use moat_crypto::{Verifier, VerifierConfig};
+use moat_policy::model::{EPHEMERAL_LISTENER, NetworkRef, RunTarget};
+use moat_policy::request::GoogleProduct;
+use moat_policy::{Origin, Project};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::frontdoor::{DecisionSink, FrontDoor, Upstreams};
+use crate::identity::IdentityState;
+use crate::metadata::Workload;
+
+pub use admin::ListenerInfo;
+pub use backoff::{Backoff, Delays};
+pub use decisions::{LogSink, summary};
+pub use env::{Contract, NO_PROXY, service_url, url_var};
+pub use status::{Board, ServiceStatus, State, table};
+
+/// Timings of the supervisor.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long a new instance has to listen on its `PORT` (Cloud Run's default TCP startup
+    /// probe allows 240 s; a local workload that needs a minute is broken).
+    pub ready_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when an instance is stopped (Cloud Run gives 10 s).
+    pub grace: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { ready_timeout: Duration::from_secs(60), grace: Duration::from_secs(10), backoff: Backoff::default() }
+    }
+}
+
+/// What to run.
+pub struct Config {
+    pub project: Arc<Project>,
+    /// `run.SERVICE.dir` is relative to it.
+    pub project_dir: PathBuf,
+    pub identity: Arc<IdentityState>,
+    pub sink: Arc<dyn DecisionSink>,
+    /// `false` (`moat serve`): no workloads are started, whatever `run:` says.
+    pub start_workloads: bool,
+    pub options: Options,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("project", &self.project.id)
+            .field("dir", &self.project_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot listen on `{addr}` for the {what} listener: {source}")]
+    Bind { what: String, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    FrontDoor(#[from] crate::frontdoor::FrontDoorError),
+    #[error("the metadata server for `{service}` cannot start: {source}")]
+    Metadata { service: String, source: crate::ServeError },
+}
+
+/// Where each service's requests go: the running instance, or the configured URL. Supervisors
+/// write it; the front door reads it on every request.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTable(Arc<RwLock<HashMap<String, Uri>>>);
+
+impl UpstreamTable {
+    pub fn set(&self, service: &str, url: &str) {
+        if let Ok(uri) = url.parse::<Uri>() {
+            self.0.write().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), uri);
+        }
+    }
+
+    pub fn remove(&self, service: &str) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).remove(service);
+    }
+}
+
+impl Upstreams for UpstreamTable {
+    fn upstream(&self, service: &str) -> Option<Uri> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).get(service).cloned()
+    }
+}
+
+/// Everything running. Stop it with [`Runtime::shutdown`]; dropping it kills every instance.
+#[derive(Debug)]
+pub struct Runtime {
+    door: FrontDoor,
+    board: Board,
+    listeners: Vec<ListenerInfo>,
+    stop: watch::Sender<bool>,
+    supervisors: JoinSet<()>,
+    servers: JoinSet<()>,
+}
+
+/// Resolves once `stop` is set (or can no longer be).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+impl Runtime {
+    /// Binds every listener, then starts the servers and the instances. Returns as soon as the
+    /// instances are started; [`Runtime::wait_started`] waits for them to be ready.
+    pub async fn start(config: Config) -> Result<Self, RuntimeError> {
+        let project = Arc::clone(&config.project);
+        let (stop, stop_rx) = watch::channel(false);
+        let until = |mut rx: watch::Receiver<bool>| async move { stopped(&mut rx).await };
+        let upstreams = UpstreamTable::default();
+        let board = Board::default();
+        let mut servers = JoinSet::new();
+
+        // Every listener is bound before anything serves, so a port clash fails the start
+        // instead of leaving half a runtime.
+        let door_listeners = bind_door_listeners(&project).await?;
+        let admin_listener = bind("admin", project.listeners.admin).await?;
+        let identity_listener = bind("identity", EPHEMERAL_LISTENER).await?;
+        let mut listeners: Vec<ListenerInfo> =
+            door_listeners.iter().map(|(o, _, a)| ListenerInfo { origin: o.to_string(), addr: *a }).collect();
+        let admin_addr = local(&admin_listener, "admin")?;
+        let identity_addr = local(&identity_listener, "identity")?;
+        listeners.push(ListenerInfo { origin: "admin".into(), addr: admin_addr });
+        listeners.push(ListenerInfo { origin: "identity".into(), addr: identity_addr });
+        let proxies: HashMap<String, SocketAddr> = door_listeners
+            .iter()
+            .filter_map(|(o, _, a)| match o {
+                Origin::Service(s) => Some((s.clone(), *a)),
+                _ => None,
+            })
+            .collect();
+
+        // The verifier trusts the keys the metadata servers sign with, and follows rotations.
+        let identity = Arc::clone(&config.identity);
+        let verifier = Arc::new(Verifier::new(VerifierConfig::google(), identity.key_set()));
+        servers.spawn(follow_keys(Arc::clone(&identity), Arc::clone(&verifier), stop_rx.clone()));
+        let rotation = crate::identity::spawn_rotation(Arc::clone(&identity), crate::identity::DEFAULT_ROTATE_EVERY);
+        drop_on_stop(&mut servers, rotation, stop_rx.clone());
+
+        let door = FrontDoor::builder(Arc::clone(&project), verifier, upstreams.clone())
+            .sink(Arc::clone(&config.sink))
+            .build();
+        for (origin, listener, addr) in door_listeners {
+            let door = door.clone();
+            servers.spawn(async move {
+                if let Err(e) = door.serve(listener, origin).await {
+                    eprintln!("moat: the front door listener on {addr} stopped: {e}");
+                }
+            });
+        }
+        servers.spawn({
+            let identity = Arc::clone(&identity);
+            let until = until(stop_rx.clone());
+            async move {
+                if let Err(e) = crate::identity::serve_identity_until(identity_listener, identity, until).await {
+                    eprintln!("moat: the identity listener stopped: {e}");
+                }
+            }
+        });
+        let admin =
+            Arc::new(admin::Admin { project: project.id.clone(), board: board.clone(), listeners: listeners.clone() });
+        servers.spawn({
+            let until = until(stop_rx.clone());
+            async move {
+                let app = admin::router(admin);
+                if let Err(e) = axum::serve(admin_listener, app).with_graceful_shutdown(until).await {
+                    eprintln!("moat: the admin listener stopped: {e}");
+                }
+            }
+        });
+
+        let shared =
+            Arc::new(instance::Shared { board: board.clone(), upstreams: upstreams.clone(), options: config.options });
+        let mut supervisors = JoinSet::new();
+        for service in project.services.values() {
+            let url = service_url(service);
+            let account = service.service_account.value.clone();
+            let base = ServiceStatus {
+                service: service.name.clone(),
+                state: State::NotRunning,
+                url,
+                upstream: None,
+                pid: None,
+                port: None,
+                service_account: account.clone(),
+                metadata: None,
+                egress_proxy: proxies.get(&service.name).map(|a| format!("http://{a}")),
+                restarts: 0,
+                settled: true,
+            };
+            match project.run.get(&service.name).map(|r| &r.target) {
+                Some(RunTarget::Url(url)) => {
+                    upstreams.set(&service.name, url);
+                    board.insert(ServiceStatus { state: State::Upstream, upstream: Some(url.clone()), ..base });
+                }
+                Some(RunTarget::Command { command, dir }) if config.start_workloads => {
+                    // The instance's own metadata server, for its runtime service account only.
+                    let mds = bind(&format!("metadata server of `{}`", service.name), EPHEMERAL_LISTENER).await?;
+                    let mds_addr = local(&mds, "metadata")?;
+                    let workload = Workload::cloud_run(&project, &account);
+                    let identity = Arc::clone(&identity);
+                    let until = until(stop_rx.clone());
+                    let name = service.name.clone();
+                    servers.spawn(async move {
+                        if let Err(e) = crate::metadata::serve_metadata_until(mds, workload, identity, until).await {
+                            eprintln!("moat: the metadata server of `{name}` stopped: {e}");
+                        }
+                    });
+                    let secrets = Contract::unresolved_secrets(service);
+                    if !secrets.is_empty() {
+                        eprintln!(
+                            "moat: `{}`: secret env values not set ({}): the secret store is not built yet",
+                            service.name,
+                            secrets.join(", ")
+                        );
+                    }
+                    let contract = Contract::new(&project, service, mds_addr, proxies.get(&service.name).copied());
+                    let dir = dir.as_deref().map_or_else(|| config.project_dir.clone(), |d| config.project_dir.join(d));
+                    board.insert(ServiceStatus {
+                        state: State::Starting,
+                        metadata: Some(mds_addr.to_string()),
+                        settled: false,
+                        ..base
+                    });
+                    let slot =
+                        instance::Slot { service: service.name.clone(), command: command.clone(), dir, contract };
+                    supervisors.spawn(instance::supervise(slot, Arc::clone(&shared), stop_rx.clone()));
+                }
+                Some(RunTarget::Command { .. }) | None => board.insert(base),
+            }
+        }
+        Ok(Self { door, board, listeners, stop, supervisors, servers })
+    }
+
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// Every listener: the front door's (one per origin), the admin and the identity listener.
+    pub fn listeners(&self) -> &[ListenerInfo] {
+        &self.listeners
+    }
+
+    /// The address of the listener for `origin` (as [`ListenerInfo::origin`] spells it).
+    pub fn listener(&self, origin: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| l.origin == origin).map(|l| l.addr)
+    }
+
+    /// Until every started instance is ready or has failed its first start; `progress` is told
+    /// (ready, total, the names still starting) on every change.
+    pub async fn wait_started(&self, mut progress: impl FnMut(usize, usize, &[String])) {
+        let mut changes = self.board.subscribe();
+        loop {
+            let all = self.board.snapshot();
+            let started: Vec<&ServiceStatus> =
+                all.iter().filter(|s| !matches!(s.state, State::Upstream | State::NotRunning)).collect();
+            let waiting: Vec<String> = started.iter().filter(|s| !s.settled).map(|s| s.service.clone()).collect();
+            let ready = started.iter().filter(|s| s.state == State::Ready).count();
+            progress(ready, started.len(), &waiting);
+            if waiting.is_empty() || changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Stops the instances (SIGTERM to each process group, then SIGKILL after the grace period),
+    /// then the listeners, letting requests in flight finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.supervisors.join_next().await.is_some() {}
+        self.door.shutdown();
+        let drain = async { while self.servers.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(15), drain).await.is_err() {
+            self.servers.abort_all();
+        }
+    }
+}
+
+/// Keeps the verifier's keys in step with the key ring: a rotation publishes a new key, and
+/// pruning removes old ones.
+async fn follow_keys(identity: Arc<IdentityState>, verifier: Arc<Verifier>, mut stop: watch::Receiver<bool>) {
+    let mut last = identity.jwks_json();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = stopped(&mut stop) => return,
+        }
+        let now = identity.jwks_json();
+        if now != last {
+            verifier.replace_keys(identity.key_set());
+            last = now;
+        }
+    }
+}
+
+/// The rotation task runs until the runtime stops.
+fn drop_on_stop(servers: &mut JoinSet<()>, task: tokio::task::JoinHandle<()>, mut stop: watch::Receiver<bool>) {
+    servers.spawn(async move {
+        stopped(&mut stop).await;
+        task.abort();
+    });
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Bind { what: what.to_owned(), addr, source })
+}
+
+fn local(l: &TcpListener, what: &str) -> Result<SocketAddr, RuntimeError> {
+    l.local_addr().map_err(|source| RuntimeError::Bind { what: what.to_owned(), addr: EPHEMERAL_LISTENER, source })
+}
+
+/// The front door's listeners: the internet, each VPC network (own and Shared VPC), each Google
+/// product, and one per service for the calls it makes. Configured addresses from moat.yaml,
+/// the rest on free loopback ports.
+async fn bind_door_listeners(project: &Project) -> Result<Vec<(Origin, TcpListener, SocketAddr)>, RuntimeError> {
+    let conf = &project.listeners;
+    let mut wanted: Vec<(Origin, SocketAddr)> = vec![(Origin::Internet, conf.internet)];
+    let own = project.networks.iter().map(|n| NetworkRef { project: project.id.clone(), network: n.name.clone() });
+    let shared = project.shared_vpc.iter().map(|s| s.network.clone());
+    for net in own.chain(shared) {
+        let addr = conf.vpc.get(&net).copied().unwrap_or(EPHEMERAL_LISTENER);
+        wanted.push((Origin::Vpc(net), addr));
+    }
+    for product in GoogleProduct::ALL {
+        let addr = conf.google.get(&product).copied().unwrap_or(EPHEMERAL_LISTENER);
+        wanted.push((Origin::Google { product, project: project.id.clone() }, addr));
+    }
+    for name in project.services.keys() {
+        wanted.push((Origin::Service(name.clone()), EPHEMERAL_LISTENER));
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for (origin, addr) in wanted {
+        let l = bind(&origin.to_string(), addr).await?;
+        let a = local(&l, &origin.to_string())?;
+        out.push((origin, l, a));
+    }
+    Ok(out)
+}
