@@ -7,6 +7,7 @@ mod explain;
 mod identity;
 mod keys;
 mod project_dir;
+mod reload;
 mod serve;
 mod serve_identity;
 mod token;

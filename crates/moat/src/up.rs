@@ -2,7 +2,8 @@
 //! admin listener, and one instance per service from `run:` with the Cloud Run container
 //! contract, until Ctrl-C or SIGTERM. Stdout carries the listeners and the status table; logs,
 //! the workloads' output and one line per request go to stderr; decision records go to
-//! `STATE/decisions.jsonl`.
+//! `STATE/decisions.jsonl`. A change to the project's config (or SIGHUP) reloads it in place
+//! (`crate::reload`).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use moat_server::runtime::{Config, LogSink, Options, Runtime, table};
 
 use crate::exit::{Exit, report};
 use crate::identity::{keys_dir, keys_error, state_dir};
+use crate::reload::Triggers;
 use crate::serve_identity::Shutdown;
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +91,9 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
         .map_err(|e| RunError::Start(format!("cannot open the decision log `{}`: {e}", log.display())))?;
     let mut shutdown =
         Shutdown::install().map_err(|e| RunError::Start(format!("cannot install signal handlers: {e}")))?;
+    // Before anything is announced: SIGHUP's default action would end the process.
+    let mut reloads =
+        Triggers::install(dir).map_err(|e| RunError::Start(format!("cannot install signal handlers: {e}")))?;
 
     let config = Config {
         project: Arc::new(project),
@@ -115,7 +120,12 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
     }
     print_ready(&runtime, &log).map_err(stdout_error)?;
 
-    shutdown.wait().await;
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => break,
+            () = reloads.next() => crate::reload::reload(dir, &runtime).await,
+        }
+    }
     eprintln!("moat: stopping (SIGTERM to every instance, SIGKILL after 10s)");
     runtime.shutdown().await;
     eprintln!("moat: stopped");
@@ -165,7 +175,7 @@ fn print_listeners(project: &Project, runtime: &Runtime, mode: Mode) -> std::io:
     let width = runtime.listeners().iter().map(|l| l.origin.len()).max().unwrap_or(0);
     for l in runtime.listeners() {
         let note = match l.origin.as_str() {
-            "admin" => "   GET /status, /healthz",
+            "admin" => "   GET /status, /metrics, /healthz",
             "identity" => "   JWKS /oauth2/v3/certs, x509 /oauth2/v1/certs",
             o if o.starts_with("service:") => "   HTTP_PROXY of its instances",
             _ => "",

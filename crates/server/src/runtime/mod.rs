@@ -14,7 +14,9 @@ mod decisions;
 mod env;
 mod group;
 mod instance;
+pub mod metrics;
 mod ready;
+mod reload;
 mod status;
 
 use std::collections::HashMap;
@@ -40,6 +42,7 @@ pub use admin::ListenerInfo;
 pub use backoff::{Backoff, Delays};
 pub use decisions::{LogSink, summary};
 pub use env::{Contract, NO_PROXY, service_url, url_var};
+pub use reload::{NeedsRestart, restart_changes};
 pub use status::{Board, ServiceStatus, State, table};
 
 /// Timings of the supervisor.
@@ -122,6 +125,8 @@ pub struct Runtime {
     stop: watch::Sender<bool>,
     supervisors: JoinSet<()>,
     servers: JoinSet<()>,
+    /// Instances were started from `run:` commands (`moat up`).
+    workloads: bool,
 }
 
 /// Resolves once `stop` is set (or can no longer be).
@@ -139,6 +144,8 @@ impl Runtime {
         let upstreams = UpstreamTable::default();
         let board = Board::default();
         let mut servers = JoinSet::new();
+        let _ = metrics::handle();
+        servers.spawn(metrics_upkeep(stop_rx.clone()));
 
         // Every listener is bound before anything serves, so a port clash fails the start
         // instead of leaving half a runtime.
@@ -258,7 +265,28 @@ impl Runtime {
                 Some(RunTarget::Command { .. }) | None => board.insert(base),
             }
         }
-        Ok(Self { door, board, listeners, stop, supervisors, servers })
+        Ok(Self { door, board, listeners, stop, supervisors, servers, workloads: config.start_workloads })
+    }
+
+    /// The project requests are decided against now.
+    pub fn project(&self) -> Arc<Project> {
+        self.door.project()
+    }
+
+    /// Applies a reloaded project: swapped into the front door in one step, so each request
+    /// sees either the old snapshot or the new one, never a mix; requests in flight finish on
+    /// the one they started with. Refused, with nothing applied, when it changes something only
+    /// a restart can (see [`restart_changes`]). Returns the number of services.
+    pub fn reload(&self, project: Project) -> Result<usize, NeedsRestart> {
+        let changes = restart_changes(&self.door.project(), &project, self.workloads);
+        if !changes.is_empty() {
+            metrics::reload("needs_restart");
+            return Err(NeedsRestart { changes });
+        }
+        let services = project.services.len();
+        self.door.replace_project(Arc::new(project));
+        metrics::reload("applied");
+        Ok(services)
     }
 
     pub fn board(&self) -> &Board {
@@ -318,6 +346,16 @@ async fn follow_keys(identity: Arc<IdentityState>, verifier: Arc<Verifier>, mut 
         if now != last {
             verifier.replace_keys(identity.key_set());
             last = now;
+        }
+    }
+}
+
+/// Histogram samples are folded into buckets every few seconds, scraped or not.
+async fn metrics_upkeep(mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => metrics::upkeep(),
+            () = stopped(&mut stop) => return,
         }
     }
 }

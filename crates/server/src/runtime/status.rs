@@ -23,6 +23,14 @@ pub enum State {
 }
 
 impl State {
+    /// As `/status` spells it (`not_running`), for metric labels.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::NotRunning => "not_running",
+            other => other.as_str(),
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Starting => "starting",
