@@ -1,0 +1,400 @@
+#!/usr/bin/env bash
+# Front-door throughput and latency, side by side with nginx, in one run.
+#
+#   bench/frontdoor.sh
+#
+# Starts, all on 127.0.0.1:
+#   upstream  nginx returning `200 ok\n` (the workload)                    :$UPSTREAM_PORT
+#   nginx     an nginx reverse proxy to it (the peer)                      :$PROXY_PORT
+#   moat      `moat serve` on a temp project in front of the same upstream :$MOAT_PORT
+#             (`pub`: invoker check disabled; `priv`: private, one service-account invoker)
+#   moat-nolog  (LOGCOST=1) the same moat, with decisions.jsonl and stderr sent to /dev/null
+# and measures each with wrk, interleaved (direct, nginx, moat-public, moat-private, repeat),
+# ROUNDS times at CONNS connections and ROUNDS times at HIGH_CONNS connections; prints the
+# medians, the ratios to nginx, and moat's memory (VmRSS peak sampled during the HIGH_CONNS
+# runs, and VmHWM).
+#
+# Installs nginx-light and wrk with apt-get when missing. Everything it starts is stopped on
+# exit. Overridable: DURATION, HIGH_DURATION, CONNS, HIGH_CONNS, THREADS, ROUNDS, LOGCOST,
+# NGINX_WORKERS, UPSTREAM_PORT, PROXY_PORT, MOAT_PORT, MOAT_NOLOG_PORT, KEEP (keep the temp dir),
+# MOAT_BIN (measure this binary instead of building the working tree).
+set -euo pipefail
+
+DURATION=${DURATION:-8s}
+HIGH_DURATION=${HIGH_DURATION:-6s}
+CONNS=${CONNS:-64}
+HIGH_CONNS=${HIGH_CONNS:-200}
+THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
+LOGCOST=${LOGCOST:-1}
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18101}
+PROXY_PORT=${PROXY_PORT:-18100}
+MOAT_PORT=${MOAT_PORT:-18180}
+MOAT_NOLOG_PORT=${MOAT_NOLOG_PORT:-18181}
+KEEP=${KEEP:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NUMBER=123456789012
+REGION=us-central1
+PROJECT_ID=bench-prod
+SA=caller@${PROJECT_ID}.iam.gserviceaccount.com
+PUB_HOST=pub-${NUMBER}.${REGION}.run.app
+PRIV_HOST=priv-${NUMBER}.${REGION}.run.app
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- tools ------------------------------------------------------------------------------------
+need=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if ((${#need[@]})); then
+    log "installing ${need[*]}"
+    SUDO=()
+    [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+    # policy-rc.d exit 101: the packages must not start a system nginx on port 80.
+    policy_created=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${SUDO[@]}" chmod +x /usr/sbin/policy-rc.d
+        policy_created=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl >/dev/null
+    if ((policy_created)); then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [[ -n ${MOAT_BIN:-} ]]; then
+    MOAT=$MOAT_BIN
+else
+    log "building moat (release)"
+    (cd "$ROOT" && cargo build --release -q -p moat)
+    MOAT=$ROOT/target/release/moat
+fi
+
+# --- processes ----------------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/moat-frontdoor.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() { # PORT: until something accepts on 127.0.0.1:PORT (10 s)
+    local i
+    for i in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+
+nginx_conf() { # NAME SERVER_BLOCK: a self-contained nginx config under $TMP/NAME
+    local dir=$TMP/$1
+    mkdir -p "$dir/logs"
+    local user=""
+    if [[ $(id -u) -eq 0 ]]; then user="user root;"; fi
+    cat >"$dir/nginx.conf" <<EOF
+$user
+worker_processes $NGINX_WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$2
+}
+EOF
+    echo "$dir"
+}
+
+start_nginx() { # NAME SERVER_BLOCK PORT
+    local dir
+    dir=$(nginx_conf "$1" "$2")
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>>"$dir/logs/stderr" &
+    PIDS+=($!)
+    eval "${1//-/_}_PID=$!"
+    wait_port "$3"
+}
+
+log "starting nginx upstream :$UPSTREAM_PORT and nginx proxy :$PROXY_PORT"
+start_nginx upstream "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+        location / { return 200 \"ok\\n\"; }
+    }" "$UPSTREAM_PORT"
+start_nginx proxy "
+    upstream workload {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 256;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen 127.0.0.1:$PROXY_PORT backlog=4096;
+        location / {
+            proxy_pass http://workload;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }" "$PROXY_PORT"
+
+# --- the bench project -------------------------------------------------------------------------
+write_project() { # DIR INTERNET_PORT
+    local dir=$1
+    mkdir -p "$dir/services" "$dir/iam"
+    cat >"$dir/moat.yaml" <<EOF
+project:
+  id: $PROJECT_ID
+  number: "$NUMBER"
+  region: $REGION
+service_accounts:
+  - email: $SA
+  - email: pub@$PROJECT_ID.iam.gserviceaccount.com
+  - email: priv@$PROJECT_ID.iam.gserviceaccount.com
+listeners:
+  internet: 127.0.0.1:$2
+run:
+  pub: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
+  priv: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
+EOF
+    local svc
+    for svc in pub priv; do
+        local extra=""
+        [[ $svc == pub ]] && extra="    run.googleapis.com/invoker-iam-disabled: 'true'"
+        cat >"$dir/services/$svc.yaml" <<EOF
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  annotations:
+    run.googleapis.com/ingress: all
+$extra
+    run.googleapis.com/urls: '["https://$svc-$NUMBER.$REGION.run.app"]'
+  labels:
+    cloud.googleapis.com/location: $REGION
+  name: $svc
+  namespace: '$NUMBER'
+spec:
+  template:
+    spec:
+      containers:
+      - image: $REGION-docker.pkg.dev/$PROJECT_ID/apps/$svc:1.0.0
+      serviceAccountName: $svc@$PROJECT_ID.iam.gserviceaccount.com
+status:
+  url: https://$svc-$NUMBER.$REGION.run.app
+EOF
+    done
+    cat >"$dir/iam/priv.json" <<EOF
+{"bindings": [{"role": "roles/run.invoker", "members": ["serviceAccount:$SA"]}], "etag": "BwY=", "version": 1}
+EOF
+}
+
+write_project "$TMP/project" "$MOAT_PORT"
+STATE=$TMP/state
+TOKEN=$("$MOAT" token "$TMP/project" --as "serviceAccount:$SA" \
+    --audience "https://$PRIV_HOST" --state "$STATE")
+
+log "starting moat serve :$MOAT_PORT (decisions: $STATE/decisions.jsonl)"
+"$MOAT" serve "$TMP/project" --state "$STATE" >"$TMP/moat.out" 2>"$TMP/moat.err" &
+MOAT_PID=$!
+PIDS+=("$MOAT_PID")
+wait_port "$MOAT_PORT"
+
+if [[ $LOGCOST == 1 ]]; then
+    # The same front door with the same keys, its decision log and per-request stderr line
+    # going to /dev/null: the difference to `moat-private` is what writing the log costs.
+    write_project "$TMP/project-nolog" "$MOAT_NOLOG_PORT"
+    mkdir -p "$TMP/state-nolog"
+    cp -r "$STATE/keys" "$TMP/state-nolog/keys"
+    ln -s /dev/null "$TMP/state-nolog/decisions.jsonl"
+    "$MOAT" serve "$TMP/project-nolog" --state "$TMP/state-nolog" >/dev/null 2>&1 &
+    NOLOG_PID=$!
+    PIDS+=("$NOLOG_PID")
+    wait_port "$MOAT_NOLOG_PORT"
+fi
+
+# --- sanity: every target answers 200, and the private one refuses without a token --------------
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+check() { # WANT DESCRIPTION CURL_ARGS...
+    local want=$1 what=$2 got
+    shift 2
+    got=$(status "$@")
+    [[ $got == "$want" ]] || { echo "sanity: $what answered $got, want $want" >&2; exit 1; }
+}
+check 200 direct "http://127.0.0.1:$UPSTREAM_PORT/"
+check 200 nginx "http://127.0.0.1:$PROXY_PORT/"
+check 200 moat-public -H "Host: $PUB_HOST" "http://127.0.0.1:$MOAT_PORT/"
+check 403 "moat-private without a token" -H "Host: $PRIV_HOST" "http://127.0.0.1:$MOAT_PORT/"
+check 200 moat-private -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$MOAT_PORT/"
+
+# --- measuring ----------------------------------------------------------------------------------
+TARGETS=(direct nginx moat-public moat-private)
+if [[ $LOGCOST == 1 ]]; then TARGETS+=(moat-private-nolog); fi
+
+wrk_args() { # TARGET: the URL and headers for it
+    case $1 in
+        direct) echo "http://127.0.0.1:$UPSTREAM_PORT/" ;;
+        nginx) echo "http://127.0.0.1:$PROXY_PORT/" ;;
+        moat-public) echo "http://127.0.0.1:$MOAT_PORT/" ;;
+        moat-private) echo "http://127.0.0.1:$MOAT_PORT/" ;;
+        moat-private-nolog) echo "http://127.0.0.1:$MOAT_NOLOG_PORT/" ;;
+    esac
+}
+
+to_ms() { # wrk's 123.45us / 1.23ms / 1.02s → ms
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+        else { printf "nan" } }'
+}
+
+rss_of() { # PID FIELD → KiB
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+nginx_rss() { # MASTER_PID: VmRSS of the master and its workers, KiB
+    local total=0 p
+    for p in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(rss_of "$p" VmRSS)))
+    done
+    echo "$total"
+}
+
+RESULTS=$TMP/results.tsv # conns target round rps p50 p99 rss_kib
+: >"$RESULTS"
+
+run_wrk() { # CONNS DURATION TARGET ROUND
+    local conns=$1 dur=$2 target=$3 round=$4 out=$TMP/wrk-$1-$3-$4.txt
+    local url
+    url=$(wrk_args "$target")
+    local hdr=()
+    case $target in
+        moat-public) hdr=(-H "Host: $PUB_HOST") ;;
+        moat-private | moat-private-nolog) hdr=(-H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN") ;;
+    esac
+    local watch_pid=""
+    case $target in
+        moat-public | moat-private) watch_pid=$MOAT_PID ;;
+        moat-private-nolog) watch_pid=${NOLOG_PID:-} ;;
+        nginx) watch_pid=$proxy_PID ;;
+    esac
+    # Peak RSS over the run, sampled every 200 ms.
+    local peak_file=$TMP/peak-$conns-$target-$round
+    echo 0 >"$peak_file"
+    local sampler=""
+    if [[ -n $watch_pid ]]; then
+        (
+            peak=0
+            while sleep 0.2; do
+                if [[ $target == nginx ]]; then r=$(nginx_rss "$watch_pid"); else r=$(rss_of "$watch_pid" VmRSS); fi
+                ((r > peak)) && peak=$r && echo "$peak" >"$peak_file"
+            done
+        ) &
+        sampler=$!
+    fi
+    wrk -t"$THREADS" -c"$conns" -d"$dur" --latency "${hdr[@]}" "$url" >"$out"
+    if [[ -n $sampler ]]; then kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true; fi
+    if grep -q 'Non-2xx' "$out"; then
+        echo "wrk against $target got non-2xx responses:" >&2
+        cat "$out" >&2
+        exit 1
+    fi
+    # A read error or two when wrk stops mid-request is normal; more is reported, not hidden.
+    if grep -q 'Socket errors' "$out"; then
+        printf '  c=%s %s round %s: %s\n' "$conns" "$target" "$round" "$(grep 'Socket errors' "$out" | xargs)" >>"$TMP/socket-errors"
+    fi
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$conns" "$target" "$round" "$rps" "$p50" "$p99" "$(cat "$peak_file")" >>"$RESULTS"
+    printf '  c=%-4s %-19s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' \
+        "$conns" "$target" "$round" "$rps" "$p50" "$p99" >&2
+}
+
+# Warm-up: connections, the token cache, the upstream pools.
+log "warm-up"
+for t in "${TARGETS[@]}"; do
+    url=$(wrk_args "$t")
+    case $t in
+        moat-public) wrk -t1 -c8 -d1s -H "Host: $PUB_HOST" "$url" >/dev/null ;;
+        moat-private | moat-private-nolog) wrk -t1 -c8 -d1s -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null ;;
+        *) wrk -t1 -c8 -d1s "$url" >/dev/null ;;
+    esac
+done
+
+log "wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds, interleaved"
+for round in $(seq "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do run_wrk "$CONNS" "$DURATION" "$t" "$round"; done
+done
+log "wrk -t$THREADS -c$HIGH_CONNS -d$HIGH_DURATION --latency, $ROUNDS rounds, interleaved"
+for round in $(seq "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do run_wrk "$HIGH_CONNS" "$HIGH_DURATION" "$t" "$round"; done
+done
+
+MOAT_HWM=$(rss_of "$MOAT_PID" VmHWM)
+MOAT_RSS=$(rss_of "$MOAT_PID" VmRSS)
+LOG_BYTES=$(stat -c %s "$STATE/decisions.jsonl")
+LOG_LINES=$(wc -l <"$STATE/decisions.jsonl")
+
+# --- report -------------------------------------------------------------------------------------
+if [[ -s $TMP/socket-errors ]]; then
+    echo
+    echo "socket errors reported by wrk:"
+    cat "$TMP/socket-errors"
+fi
+echo
+echo "front door: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)); wrk, nginx and moat share them"
+echo "wrk -t$THREADS -d$DURATION/$HIGH_DURATION --latency, median of $ROUNDS interleaved rounds; nginx worker_processes $NGINX_WORKERS"
+echo
+awk -F'\t' -v rounds="$ROUNDS" '
+    function median(list,   a, n, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    {
+        k = $1 SUBSEP $2
+        rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6
+        if ($7 + 0 > peak[k] + 0) peak[k] = $7
+        if (!seen[k]++) order[++n] = k
+        runs[k] = runs[k] (runs[k] == "" ? "" : " / ") sprintf("%.1fk", $4 / 1000)
+    }
+    END {
+        printf "| conns | target | req/s (median) | runs | p50 ms | p99 ms | req/s ÷ nginx | p50 ÷ nginx | p99 ÷ nginx | peak RSS |\n"
+        printf "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        for (i = 1; i <= n; i++) {
+            k = order[i]; split(k, kk, SUBSEP)
+            mr[k] = median(rps[k]); m50[k] = median(p50[k]); m99[k] = median(p99[k])
+        }
+        for (i = 1; i <= n; i++) {
+            k = order[i]; split(k, kk, SUBSEP); ng = kk[1] SUBSEP "nginx"
+            mem = (peak[k] > 0) ? sprintf("%.1f MiB", peak[k] / 1024) : "-"
+            printf "| %s | %s | %.0f | %s | %.3f | %.3f | %.2f× | %.2f× | %.2f× | %s |\n", kk[1], kk[2], mr[k], runs[k], m50[k], m99[k],
+                mr[k] / mr[ng], m50[k] / m50[ng], m99[k] / m99[ng], mem
+        }
+    }' "$RESULTS"
+echo
+awk -v hwm="$MOAT_HWM" -v rss="$MOAT_RSS" -v bytes="$LOG_BYTES" -v lines="$LOG_LINES" 'BEGIN {
+    printf "moat after the run: VmHWM %.1f MiB, VmRSS %.1f MiB; decisions.jsonl %d lines, %.0f MiB (%.0f bytes/record)\n",
+        hwm / 1024, rss / 1024, lines, bytes / 1048576, (lines > 0 ? bytes / lines : 0) }'
