@@ -4,65 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use serde::Deserialize;
+#[path = "../../../tests/fidelity/case.rs"]
+mod case;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    /// The spec item the case pins; shown with every mismatch.
-    behaviour: String,
-    queries: Vec<CaseQuery>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaseQuery {
-    service: String,
-    from: String,
-    #[serde(default)]
-    via: Option<String>,
-    #[serde(default, rename = "as")]
-    principal: Option<String>,
-    #[serde(default)]
-    audience: Option<String>,
-    expect: Outcome,
-}
-
-/// What a request's decision is, in the terms every front end (CLI, HTTP) reports.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Outcome {
-    effect: String,
-    status: Option<u16>,
-    layer: Option<String>,
-    codes: Vec<String>,
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = self.status.map_or_else(|| "null".to_owned(), |s| s.to_string());
-        let layer = self.layer.as_deref().unwrap_or("null");
-        write!(f, "{} status={status} layer={layer} codes=[{}]", self.effect, self.codes.join(", "))
-    }
-}
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fidelity")
-}
-
-fn case_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .expect("tests/fidelity exists")
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
+use case::{Case, CaseQuery, Outcome, case_dirs, corpus_dir, describe};
 
 /// Asks the binary one question; `Err` when it does not answer with a decision.
 fn ask(dir: &Path, q: &CaseQuery) -> Result<Outcome, String> {
@@ -93,20 +41,10 @@ fn ask(dir: &Path, q: &CaseQuery) -> Result<Outcome, String> {
     })
 }
 
-fn describe(q: &CaseQuery) -> String {
-    let mut s = format!("--service {} --from {}", q.service, q.from);
-    for (flag, value) in [("--via", &q.via), ("--as", &q.principal), ("--audience", &q.audience)] {
-        if let Some(v) = value {
-            let _ = write!(s, " {flag} {v}");
-        }
-    }
-    s
-}
-
 #[test]
 fn fidelity_corpus_matches_the_spec() {
-    let dirs = case_dirs();
-    assert!(!dirs.is_empty(), "no cases under {}", corpus_dir().display());
+    let dirs = case_dirs(env!("CARGO_MANIFEST_DIR"));
+    assert!(!dirs.is_empty(), "no cases under {}", corpus_dir(env!("CARGO_MANIFEST_DIR")).display());
     let mut failures = Vec::new();
     let (mut cases_run, mut queries_run) = (0, 0);
     for dir in &dirs {

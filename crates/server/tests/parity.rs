@@ -18,81 +18,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "../../../tests/fidelity/case.rs"]
+mod case;
 #[path = "common/frontdoor.rs"]
 mod harness;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
 
+use case::{Case, CaseQuery, Outcome, case_dirs, corpus_dir, describe};
 use harness::{Harness, get, read_project_dir, send, token_for};
 use moat_policy::explain::{Query, default_principal, query};
 use moat_policy::{Entry, Origin, Principal, Project};
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    behaviour: String,
-    queries: Vec<CaseQuery>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaseQuery {
-    service: String,
-    from: String,
-    #[serde(default)]
-    via: Option<String>,
-    #[serde(default, rename = "as")]
-    principal: Option<String>,
-    #[serde(default)]
-    audience: Option<String>,
-    expect: Outcome,
-}
-
 /// The corpus's own count of queries, read without the runner's schema.
 #[derive(Debug, Deserialize)]
 struct Count {
     queries: Vec<serde::de::IgnoredAny>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Outcome {
-    effect: String,
-    status: Option<u16>,
-    layer: Option<String>,
-    codes: Vec<String>,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = self.status.map_or_else(|| "null".to_owned(), |s| s.to_string());
-        let layer = self.layer.as_deref().unwrap_or("null");
-        write!(f, "{} status={status} layer={layer} codes=[{}]", self.effect, self.codes.join(", "))
-    }
-}
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fidelity")
-}
-
-fn case_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(corpus_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
-    dirs
-}
-
-fn describe(q: &CaseQuery) -> String {
-    let mut s = format!("--service {} --from {}", q.service, q.from);
-    for (flag, value) in [("--via", &q.via), ("--as", &q.principal), ("--audience", &q.audience)] {
-        if let Some(v) = value {
-            s.push_str(&format!(" {flag} {v}"));
-        }
-    }
-    s
 }
 
 fn host_of(url: &str) -> String {
@@ -202,8 +145,8 @@ async fn ask(h: &Harness, p: &Prepared) -> Result<Outcome, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fidelity_query_gets_the_same_decision_over_http() {
-    let dirs = case_dirs();
-    assert!(!dirs.is_empty(), "no cases under {}", corpus_dir().display());
+    let dirs = case_dirs(env!("CARGO_MANIFEST_DIR"));
+    assert!(!dirs.is_empty(), "no cases under {}", corpus_dir(env!("CARGO_MANIFEST_DIR")).display());
     let mut failures = Vec::new();
     let (mut corpus_queries, mut sent, mut cases_run) = (0usize, 0usize, 0usize);
     for dir in &dirs {
