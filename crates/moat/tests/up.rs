@@ -184,9 +184,18 @@ fn service_to_service_calls_take_the_callers_egress() {
     // From the internet listener, backend does not exist either.
     let (status, _) = get(up.internet, "backend-100000000001.us-central1.run.app", "/");
     assert_eq!(status, 404);
-    // Both decisions are in the log, with the origin each call resolved to.
-    let log = std::fs::read_to_string(up.state.join("decisions.jsonl")).unwrap();
-    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Both decisions are in the log, with the origin each call resolved to (the log is
+    // written every few milliseconds, so it may trail the responses a little).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let records: Vec<Value> = loop {
+        let log = std::fs::read_to_string(up.state.join("decisions.jsonl")).unwrap();
+        let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let has = |listener: &str| records.iter().any(|r| r["listener"] == listener);
+        if (has("service:caller") && has("service:lonely")) || Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let from = |listener: &str| records.iter().find(|r| r["listener"] == listener).cloned().unwrap();
     assert_eq!(from("service:caller")["network_origin"], "vpc:up-proj/vpc");
     assert_eq!(from("service:caller")["status"], 200);

@@ -9,13 +9,12 @@ use std::net::IpAddr;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use moat_crypto::{VerifiedClaims, strip_signature};
 use moat_policy::authz::Permit;
 use moat_policy::model::Service;
 
 use super::body::Body;
+use super::upstream::Conns;
 
 /// Proof that `service` has the invoker IAM check disabled (spec/cloudrun.md §2.8): nothing is
 /// verified and the credential headers pass untouched.
@@ -104,7 +103,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 pub(super) struct Upstream<'a> {
-    pub client: &'a Client<HttpConnector, Incoming>,
+    pub conns: &'a Conns,
     pub base: Option<Uri>,
     pub timeout: std::time::Duration,
 }
@@ -139,7 +138,7 @@ pub(super) async fn forward(
     *req.version_mut() = hyper::Version::HTTP_11;
     drop(admitted);
 
-    let resp = match tokio::time::timeout(upstream.timeout, upstream.client.request(req)).await {
+    let resp = match tokio::time::timeout(upstream.timeout, upstream.conns.send(req)).await {
         Err(_) => return Err(UpstreamError::Timeout),
         Ok(Err(_)) => return Err(UpstreamError::Unreachable),
         Ok(Ok(resp)) => resp,

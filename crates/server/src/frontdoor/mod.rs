@@ -13,6 +13,7 @@ mod pipeline;
 mod record;
 mod refusal;
 mod route;
+mod upstream;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -23,12 +24,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::Uri;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use moat_crypto::Verifier;
 use moat_policy::{Origin, Project};
 use tokio::net::TcpListener;
@@ -128,7 +126,6 @@ struct Inner {
     upstreams: Arc<dyn Upstreams>,
     clock: Clock,
     sink: Arc<dyn DecisionSink>,
-    client: Client<HttpConnector, Incoming>,
     limits: Limits,
     shutdown: watch::Sender<bool>,
     /// Request ids: a random per-process prefix and a counter.
@@ -191,7 +188,6 @@ impl FrontDoorBuilder {
     }
 
     pub fn build(self) -> FrontDoor {
-        let client = Client::builder(TokioExecutor::new()).build_http();
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id().into());
         FrontDoor {
@@ -201,7 +197,6 @@ impl FrontDoorBuilder {
                 upstreams: self.upstreams,
                 clock: self.clock,
                 sink: self.sink,
-                client,
                 limits: self.limits,
                 shutdown: watch::Sender::new(false),
                 id_prefix: h.finish(),
@@ -263,6 +258,11 @@ impl FrontDoor {
         self.inner.shutdown.send_replace(true);
     }
 
+    /// Writes out the decision records the sink has buffered.
+    pub fn flush_records(&self) {
+        self.inner.sink.flush();
+    }
+
     /// Serves requests arriving on `listener`, all of which come from `origin`, until
     /// [`FrontDoor::shutdown`].
     pub async fn serve(&self, listener: TcpListener, origin: Origin) -> Result<(), FrontDoorError> {
@@ -288,6 +288,7 @@ impl FrontDoor {
         }
         drop(listener);
         while conns.join_next().await.is_some() {}
+        self.inner.sink.flush();
         Ok(())
     }
 
@@ -307,12 +308,15 @@ impl FrontDoor {
 async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream, peer: SocketAddr, origin: Arc<Origin>) {
     let mut stop = inner.shutdown.subscribe();
     let limits = inner.limits;
+    // The upstream connections this client connection uses, polled on this task.
+    let (conns, mut driver) = upstream::new();
     let service = {
         let inner = Arc::clone(&inner);
         service_fn(move |req| {
             let inner = Arc::clone(&inner);
             let origin = Arc::clone(&origin);
-            async move { pipeline::handle(&inner, &origin, peer, req).await }
+            let conns = conns.clone();
+            async move { pipeline::handle(&inner, &conns, &origin, peer, req).await }
         })
     };
     let conn = http1::Builder::new()
@@ -321,15 +325,19 @@ async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream, peer: Sock
         .max_header_size(limits.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        // Errors here are the client's (reset, bad request) or a network refusal: the
-        // connection simply ends.
-        _ = conn.as_mut() => {}
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    driver
+        .run(async {
+            tokio::select! {
+                // Errors here are the client's (reset, bad request) or a network refusal: the
+                // connection simply ends.
+                _ = conn.as_mut() => {}
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        })
+        .await;
 }
 
 /// Resolves once the door is shut down (or can no longer be told to).

@@ -23,6 +23,7 @@ use super::forward::{Admitted, InvokerCheckDisabled, Upstream, Verified, forward
 use super::record::{DecisionRecord, rfc3339};
 use super::refusal::respond;
 use super::route::{Unrouted, normalise_host};
+use super::upstream::Conns;
 
 /// A network-layer refusal: the door does not exist for this caller, so there is no HTTP
 /// response at all. Returning it as the service's error makes hyper close the connection
@@ -35,8 +36,14 @@ type Outcome = Result<Response<Body>, NoRoute>;
 
 /// The pipeline. Every `return` before the last line is a refusal; only the last line can
 /// forward, because only it holds an [`Admitted`].
-pub(super) async fn handle(door: &Inner, origin: &Origin, peer: SocketAddr, req: Request<Incoming>) -> Outcome {
-    let mut t = Trace::new(door, origin);
+pub(super) async fn handle(
+    door: &Inner,
+    conns: &Conns,
+    origin: &Origin,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Outcome {
+    let mut t = Trace::new(door, conns, origin);
     let snap = door.snapshot.load_full();
     let project = &snap.project;
     let path = req.uri().path().to_owned();
@@ -250,6 +257,7 @@ fn net_name(net: &NetOrigin) -> String {
 /// What the record of this request will say, filled in as the stages run.
 struct Trace<'a> {
     door: &'a Inner,
+    conns: &'a Conns,
     origin: &'a Origin,
     id: String,
     started: Instant,
@@ -260,9 +268,10 @@ struct Trace<'a> {
 }
 
 impl<'a> Trace<'a> {
-    fn new(door: &'a Inner, origin: &'a Origin) -> Self {
+    fn new(door: &'a Inner, conns: &'a Conns, origin: &'a Origin) -> Self {
         Self {
             door,
+            conns,
             origin,
             id: door.request_id(),
             started: Instant::now(),
@@ -348,7 +357,7 @@ impl<'a> Trace<'a> {
         let path = req.uri().path().to_owned();
         let door = self.door;
         let upstream = Upstream {
-            client: &door.client,
+            conns: self.conns,
             base: door.upstreams.upstream(&service.name),
             timeout: door.limits.request_timeout.saturating_sub(self.started.elapsed()),
         };

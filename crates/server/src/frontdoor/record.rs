@@ -45,9 +45,13 @@ impl DecisionRecord {
 }
 
 /// Where decision records go. Called once per request, on the request's task, before the
-/// response is written: keep it quick.
+/// response is written: keep it quick (a sink may buffer).
 pub trait DecisionSink: Send + Sync + 'static {
     fn record(&self, record: &DecisionRecord);
+
+    /// Writes out whatever is buffered. The front door calls it when it stops serving, so the
+    /// records of every completed request are written before a graceful shutdown ends.
+    fn flush(&self) {}
 }
 
 /// The default sink: one JSON line per request on stderr.

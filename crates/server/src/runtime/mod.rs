@@ -330,6 +330,7 @@ impl Runtime {
         if tokio::time::timeout(Duration::from_secs(15), drain).await.is_err() {
             self.servers.abort_all();
         }
+        self.door.flush_records();
     }
 }
 
