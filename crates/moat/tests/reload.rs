@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "common/listeners.rs"]
+mod listeners;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use listeners::listener_addr;
 
 const HOST: &str = "api.run.localhost";
 const OPEN: &str = r#"{"bindings": [{"role": "roles/run.invoker", "members": ["allUsers"]}]}"#;
@@ -210,15 +215,7 @@ fn start(upstream: SocketAddr) -> Serve {
             break;
         }
     }
-    let addr = |origin: &str| -> SocketAddr {
-        stdout
-            .iter()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(origin)).then(|| w.next()?.parse().ok()).flatten()
-            })
-            .unwrap_or_else(|| panic!("no `{origin}` listener in:\n{}", stdout.join("\n")))
-    };
+    let addr = |origin: &str| listener_addr(&stdout, origin);
     Serve { internet: addr("internet"), admin: addr("admin"), child, dir, log }
 }
 

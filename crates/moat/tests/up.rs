@@ -5,12 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "common/listeners.rs"]
+mod listeners;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use listeners::listener_addr;
 
 use serde_json::Value;
 
@@ -88,15 +93,7 @@ fn start() -> Up {
             break;
         }
     }
-    let addr = |origin: &str| -> SocketAddr {
-        stdout
-            .iter()
-            .find_map(|l| {
-                let mut words = l.split_whitespace();
-                (words.next() == Some(origin)).then(|| words.next()?.parse().ok()).flatten()
-            })
-            .unwrap_or_else(|| panic!("no `{origin}` listener in:\n{}", stdout.join("\n")))
-    };
+    let addr = |origin: &str| listener_addr(&stdout, origin);
     Up { admin: addr("admin"), internet: addr("internet"), child, stdout, state }
 }
 
