@@ -95,12 +95,14 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
     let mut reloads =
         Triggers::install(dir).map_err(|e| RunError::Start(format!("cannot install signal handlers: {e}")))?;
 
+    let secrets = open_secrets(&state, &project)?;
     let config = Config {
         project: Arc::new(project),
         project_dir: dir.to_path_buf(),
         identity,
         sink: Arc::new(sink),
         start_workloads: mode == Mode::Up,
+        secrets,
         options: Options::default(),
     };
     let project = Arc::clone(&config.project);
@@ -130,6 +132,18 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
     runtime.shutdown().await;
     eprintln!("moat: stopped");
     Ok(())
+}
+
+/// The secret store under `STATE/secrets`, sealed by the master key from `MOAT_MASTER_KEY` or
+/// `STATE/secrets/master.key` (created with mode 0600 on first run).
+fn open_secrets(state: &Path, project: &Project) -> Result<moat_secrets::Secrets, RunError> {
+    let dir = state.join("secrets");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| RunError::Start(format!("cannot create the secret store directory `{}`: {e}", dir.display())))?;
+    let key = moat_secrets::MasterKey::from_env_or_file(&dir.join("master.key"))
+        .map_err(|e| RunError::Start(format!("cannot load the secret store's master key: {e}")))?;
+    moat_secrets::Secrets::open(&dir, key, Arc::new(project.clone()))
+        .map_err(|e| RunError::Start(format!("cannot open the secret store `{}`: {e}", dir.display())))
 }
 
 /// Services `moat serve` cannot send anywhere: no `run:` entry, or one with a command.

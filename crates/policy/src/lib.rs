@@ -17,6 +17,7 @@ pub mod network;
 pub mod path;
 pub mod request;
 pub mod roles;
+pub mod secret_access;
 pub mod source;
 
 pub use config::{ConfigError, LoadErrors, load};

@@ -21,6 +21,19 @@ pub enum Permission {
     RunRoutesInvoke,
     /// Read a secret version's payload.
     SecretVersionsAccess,
+    SecretsCreate,
+    SecretsGet,
+    SecretsList,
+    SecretsUpdate,
+    SecretsDelete,
+    SecretsGetIamPolicy,
+    SecretsSetIamPolicy,
+    SecretVersionsAdd,
+    SecretVersionsGet,
+    SecretVersionsList,
+    SecretVersionsEnable,
+    SecretVersionsDisable,
+    SecretVersionsDestroy,
 }
 
 impl Permission {
@@ -28,7 +41,59 @@ impl Permission {
         match self {
             Self::RunRoutesInvoke => "run.routes.invoke",
             Self::SecretVersionsAccess => "secretmanager.versions.access",
+            Self::SecretsCreate => "secretmanager.secrets.create",
+            Self::SecretsGet => "secretmanager.secrets.get",
+            Self::SecretsList => "secretmanager.secrets.list",
+            Self::SecretsUpdate => "secretmanager.secrets.update",
+            Self::SecretsDelete => "secretmanager.secrets.delete",
+            Self::SecretsGetIamPolicy => "secretmanager.secrets.getIamPolicy",
+            Self::SecretsSetIamPolicy => "secretmanager.secrets.setIamPolicy",
+            Self::SecretVersionsAdd => "secretmanager.versions.add",
+            Self::SecretVersionsGet => "secretmanager.versions.get",
+            Self::SecretVersionsList => "secretmanager.versions.list",
+            Self::SecretVersionsEnable => "secretmanager.versions.enable",
+            Self::SecretVersionsDisable => "secretmanager.versions.disable",
+            Self::SecretVersionsDestroy => "secretmanager.versions.destroy",
         }
+    }
+
+    /// The permission named `s` (`secretmanager.versions.access`), for `testIamPermissions`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.as_str() == s)
+    }
+
+    pub const ALL: [Self; 15] = [
+        Self::RunRoutesInvoke,
+        Self::SecretVersionsAccess,
+        Self::SecretsCreate,
+        Self::SecretsGet,
+        Self::SecretsList,
+        Self::SecretsUpdate,
+        Self::SecretsDelete,
+        Self::SecretsGetIamPolicy,
+        Self::SecretsSetIamPolicy,
+        Self::SecretVersionsAdd,
+        Self::SecretVersionsGet,
+        Self::SecretVersionsList,
+        Self::SecretVersionsEnable,
+        Self::SecretVersionsDisable,
+        Self::SecretVersionsDestroy,
+    ];
+
+    fn is_secret_manager(self) -> bool {
+        self != Self::RunRoutesInvoke
+    }
+
+    /// Reads that the read-only roles carry: metadata, never payloads.
+    fn is_secret_read(self) -> bool {
+        matches!(
+            self,
+            Self::SecretsGet
+                | Self::SecretsList
+                | Self::SecretsGetIamPolicy
+                | Self::SecretVersionsGet
+                | Self::SecretVersionsList
+        )
     }
 }
 
@@ -37,10 +102,35 @@ const INVOKE: &[&str] =
 const SECRET_ACCESS: &[&str] = &["roles/secretmanager.secretAccessor", "roles/secretmanager.admin", "roles/owner"];
 
 /// Whether `role` carries `permission`.
+///
+/// Secret Manager roles per cloud.google.com/iam/docs/roles-permissions/secretmanager:
+/// `admin` carries `secretmanager.*`; `viewer` the metadata reads (secrets and versions get and
+/// list, getIamPolicy); `secretVersionAdder` `versions.add`; `secretVersionManager` adding and
+/// changing the state of versions plus reading their metadata; `secretAccessor` only
+/// `versions.access`. Basic roles: Owner carries everything; Editor everything but payload
+/// access and setIamPolicy; Viewer the metadata reads.
 pub fn grants(role: &str, permission: Permission) -> bool {
+    use Permission as P;
     match permission {
-        Permission::RunRoutesInvoke => INVOKE.contains(&role),
-        Permission::SecretVersionsAccess => SECRET_ACCESS.contains(&role),
+        P::RunRoutesInvoke => INVOKE.contains(&role),
+        P::SecretVersionsAccess => SECRET_ACCESS.contains(&role),
+        p if p.is_secret_manager() => match role {
+            "roles/owner" | "roles/secretmanager.admin" => true,
+            "roles/editor" => p != P::SecretsSetIamPolicy,
+            "roles/viewer" | "roles/secretmanager.viewer" => p.is_secret_read(),
+            "roles/secretmanager.secretVersionAdder" => p == P::SecretVersionsAdd,
+            "roles/secretmanager.secretVersionManager" => matches!(
+                p,
+                P::SecretVersionsAdd
+                    | P::SecretVersionsGet
+                    | P::SecretVersionsList
+                    | P::SecretVersionsEnable
+                    | P::SecretVersionsDisable
+                    | P::SecretVersionsDestroy
+            ),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -60,6 +150,23 @@ mod tests {
         }
         for r in ["roles/viewer", "roles/run.viewer", "roles/run.developer", "roles/secretmanager.secretAccessor"] {
             assert!(!grants(r, Permission::RunRoutesInvoke), "{r}");
+        }
+    }
+
+    #[test]
+    fn secret_manager_roles_split_metadata_mutation_and_payload() {
+        use Permission as P;
+        assert!(grants("roles/editor", P::SecretVersionsAdd) && !grants("roles/editor", P::SecretsSetIamPolicy));
+        assert!(grants("roles/secretmanager.viewer", P::SecretsList));
+        assert!(!grants("roles/secretmanager.viewer", P::SecretVersionsAdd));
+        assert!(grants("roles/secretmanager.secretVersionAdder", P::SecretVersionsAdd));
+        assert!(!grants("roles/secretmanager.secretVersionAdder", P::SecretVersionsAccess));
+        assert!(grants("roles/secretmanager.secretVersionManager", P::SecretVersionsDestroy));
+        assert!(!grants("roles/secretmanager.secretAccessor", P::SecretsGet));
+        assert!(!grants("roles/run.admin", P::SecretsGet));
+        for p in Permission::ALL {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+            assert!(grants("roles/owner", p));
         }
     }
 

@@ -71,6 +71,9 @@ pub struct Config {
     pub sink: Arc<dyn DecisionSink>,
     /// `false` (`moat serve`): no workloads are started, whatever `run:` says.
     pub start_workloads: bool,
+    /// The project's secret store: served as the Secret Manager API and used to inject secrets
+    /// into instances.
+    pub secrets: moat_secrets::Secrets,
     pub options: Options,
 }
 

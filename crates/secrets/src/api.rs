@@ -1,0 +1,347 @@
+//! The facade every caller uses: the Secret Manager API handlers, `moat up`'s injection and
+//! the CLI (through the API). Each call: authorize (moat_policy::secret_access), act on the
+//! store, write one audit record, whatever the outcome.
+//!
+//! PUBLIC API CONTRACT (fixed by the lead; other crates are written against it): keep these
+//! types and signatures; add private helpers freely.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use moat_policy::Project;
+use moat_policy::request::Principal;
+use moat_policy::secret_access::PolicyDoc;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::error::SecretError;
+use crate::master::MasterKey;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The local admin credential (`STATE/secrets/admin.token`, mode 0600): the CLI. Allowed
+    /// everything, audited as `admin`.
+    Admin,
+    /// A principal authenticated by an access token from moat's metadata server or an ID token;
+    /// IAM decides. `Principal::Anonymous` for a request with no credential.
+    Principal(Principal),
+    /// `moat up` itself, resolving a secret for an instance of a service: decided as the
+    /// service's runtime service account, audited with the service name.
+    Instance { service: String, account: Principal },
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Admin => f.write_str("admin"),
+            Self::Principal(p) => write!(f, "{p}"),
+            Self::Instance { service, account } => write!(f, "{account} (instance of `{service}`)"),
+        }
+    }
+}
+
+/// Which version: `latest` or a number (`"latest"` / `"3"` in names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    Latest,
+    Number(u64),
+}
+
+impl std::str::FromStr for Selector {
+    type Err = SecretError;
+    fn from_str(s: &str) -> Result<Self, SecretError> {
+        if s == "latest" {
+            return Ok(Self::Latest);
+        }
+        match s.parse::<u64>() {
+            Ok(n) if n >= 1 && !s.starts_with('+') && !s.starts_with('0') => Ok(Self::Number(n)),
+            _ => Err(SecretError::InvalidArgument(format!(
+                "`{s}` is not a secret version: use `latest` or a version number from 1"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Latest => f.write_str("latest"),
+            Self::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    Enabled,
+    Disabled,
+    Destroyed,
+}
+
+impl VersionState {
+    /// The proto enum name (`ENABLED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "ENABLED",
+            Self::Disabled => "DISABLED",
+            Self::Destroyed => "DESTROYED",
+        }
+    }
+
+    /// The proto enum number (`SecretVersion.State`: ENABLED = 1, DISABLED = 2, DESTROYED = 3).
+    pub fn as_int(self) -> i32 {
+        match self {
+            Self::Enabled => 1,
+            Self::Disabled => 2,
+            Self::Destroyed => 3,
+        }
+    }
+}
+
+/// A secret's metadata (never a value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// The secret id (`db-password`).
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub create_time: SystemTime,
+    /// Opaque; changes with every update of the secret's metadata or policy.
+    pub etag: String,
+    /// The newest version number; 0 when the secret has no versions.
+    pub latest: u64,
+}
+
+/// A version's metadata (never its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub secret: String,
+    pub version: u64,
+    pub state: VersionState,
+    pub create_time: SystemTime,
+    pub destroy_time: Option<SystemTime>,
+    /// CRC32C of the payload (absent once destroyed).
+    pub crc32c: Option<u32>,
+    pub etag: String,
+}
+
+/// A payload read by `access`. `Debug` never prints the data; dropped data is zeroed.
+pub struct Payload {
+    /// The resolved version (a number even when `latest` was asked for).
+    pub version: u64,
+    pub data: Zeroizing<Vec<u8>>,
+    pub crc32c: u32,
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Payload")
+            .field("version", &self.version)
+            .field("len", &self.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+    pub total_size: usize,
+}
+
+/// The store of one project, with its authorization and audit. Cheap to clone.
+#[derive(Clone)]
+pub struct Secrets {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    project: arc_swap::ArcSwap<Project>,
+    changes: watch::Sender<u64>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets").finish_non_exhaustive()
+    }
+}
+
+fn unbuilt<T>() -> Result<T, SecretError> {
+    Err(SecretError::Internal("the secret store is being built".into()))
+}
+
+impl Secrets {
+    /// Opens (creating if missing) the store under `dir` (`STATE/secrets`): `secrets.redb`
+    /// and `audit.jsonl`. Project IAM and groups come from `project` (replace with
+    /// [`Secrets::set_project`] on reload).
+    pub fn open(dir: &Path, master: MasterKey, project: Arc<Project>) -> Result<Self, SecretError> {
+        let _ = (dir, master);
+        let (changes, _) = watch::channel(0);
+        Ok(Self { inner: Arc::new(Inner { project: arc_swap::ArcSwap::new(project), changes }) })
+    }
+
+    pub fn set_project(&self, project: Arc<Project>) {
+        self.inner.project.store(project);
+    }
+
+    /// The project number, as resource names carry it (`projects/NUMBER/secrets/ID`).
+    pub fn project_number(&self) -> String {
+        self.inner.project.load().number.clone()
+    }
+
+    /// Whether `project` (an id or a number from a resource name) is this store's project.
+    pub fn is_own_project(&self, project: &str) -> bool {
+        let p = self.inner.project.load();
+        p.id == project || p.number == project
+    }
+
+    /// Bumped after every committed mutation (volume injection watches it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    pub fn create_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<SecretInfo, SecretError> {
+        let _ = (caller, id, labels);
+        unbuilt()
+    }
+
+    pub fn get_secret(&self, caller: &Caller, id: &str) -> Result<SecretInfo, SecretError> {
+        let _ = (caller, id);
+        unbuilt()
+    }
+
+    /// Secrets in id order. `page_token` is the opaque token of a previous page.
+    pub fn list_secrets(
+        &self,
+        caller: &Caller,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<Page<SecretInfo>, SecretError> {
+        let _ = (caller, page_size, page_token);
+        unbuilt()
+    }
+
+    /// Replaces the labels (`PATCH ...?updateMask=labels`).
+    pub fn update_labels(
+        &self,
+        caller: &Caller,
+        id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<SecretInfo, SecretError> {
+        let _ = (caller, id, labels);
+        unbuilt()
+    }
+
+    /// Deletes the secret and every version (payloads wiped). `etag`, when given, must match.
+    pub fn delete_secret(&self, caller: &Caller, id: &str, etag: Option<&str>) -> Result<(), SecretError> {
+        let _ = (caller, id, etag);
+        unbuilt()
+    }
+
+    /// Adds a version. `crc32c`, when the client sent one, must match the data (else
+    /// INVALID_ARGUMENT and nothing is stored). Durable before it returns.
+    pub fn add_version(
+        &self,
+        caller: &Caller,
+        id: &str,
+        data: &[u8],
+        crc32c: Option<u32>,
+    ) -> Result<VersionInfo, SecretError> {
+        let _ = (caller, id, data, crc32c);
+        unbuilt()
+    }
+
+    pub fn get_version(&self, caller: &Caller, id: &str, version: Selector) -> Result<VersionInfo, SecretError> {
+        let _ = (caller, id, version);
+        unbuilt()
+    }
+
+    /// Versions, newest first (as Secret Manager lists them).
+    pub fn list_versions(
+        &self,
+        caller: &Caller,
+        id: &str,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<Page<VersionInfo>, SecretError> {
+        let _ = (caller, id, page_size, page_token);
+        unbuilt()
+    }
+
+    /// The payload of an ENABLED version; FAILED_PRECONDITION for DISABLED or DESTROYED
+    /// (`latest` never falls back to an older version). A payload that fails to open (tampered
+    /// on disk) is DATA_LOSS and audited as such.
+    pub fn access(&self, caller: &Caller, id: &str, version: Selector) -> Result<Payload, SecretError> {
+        let _ = (caller, id, version);
+        unbuilt()
+    }
+
+    /// enable / disable / destroy. Destroy wipes the payload and is final; enabling or
+    /// disabling a destroyed version is FAILED_PRECONDITION.
+    pub fn set_state(
+        &self,
+        caller: &Caller,
+        id: &str,
+        version: Selector,
+        state: VersionState,
+        etag: Option<&str>,
+    ) -> Result<VersionInfo, SecretError> {
+        let _ = (caller, id, version, state, etag);
+        unbuilt()
+    }
+
+    /// The secret's policy and its etag.
+    pub fn get_iam_policy(&self, caller: &Caller, id: &str) -> Result<(PolicyDoc, String), SecretError> {
+        let _ = (caller, id);
+        unbuilt()
+    }
+
+    /// Replaces the policy; `etag`, when given, must be the current one (else ABORTED).
+    /// Returns the new policy and etag.
+    pub fn set_iam_policy(
+        &self,
+        caller: &Caller,
+        id: &str,
+        policy: PolicyDoc,
+        etag: Option<&str>,
+    ) -> Result<(PolicyDoc, String), SecretError> {
+        let _ = (caller, id, policy, etag);
+        unbuilt()
+    }
+
+    /// The subset of `permissions` the caller holds on the secret (unknown names dropped).
+    pub fn test_iam_permissions(
+        &self,
+        caller: &Caller,
+        id: &str,
+        permissions: &[String],
+    ) -> Result<Vec<String>, SecretError> {
+        let _ = (caller, id, permissions);
+        unbuilt()
+    }
+
+    /// `moat up`'s seeding of a secret declared in moat.yaml: create it if missing, set the
+    /// declared policy (moat.yaml wins over API changes, like Terraform), and add `seed` as
+    /// version 1 when the secret has no versions. Audited as `admin`.
+    pub fn ensure_declared(&self, id: &str, policy: &PolicyDoc, seed: Option<&[u8]>) -> Result<(), SecretError> {
+        let _ = (id, policy, seed);
+        unbuilt()
+    }
+
+    /// Re-wraps every data key under `new` (payloads untouched), then makes `new` current.
+    /// Returns the number of versions re-wrapped. The caller persists the new key first.
+    pub fn rotate_master(&self, new: MasterKey) -> Result<usize, SecretError> {
+        let _ = new;
+        unbuilt()
+    }
+}
