@@ -175,6 +175,10 @@ fn unbuilt<T>() -> Result<T, SecretError> {
     Err(SecretError::Internal("the secret store is being built".into()))
 }
 
+fn unbuilt_path() -> std::path::PathBuf {
+    std::path::PathBuf::new()
+}
+
 impl Secrets {
     /// Opens (creating if missing) the store under `dir` (`STATE/secrets`): `secrets.redb`
     /// and `audit.jsonl`. Project IAM and groups come from `project` (replace with
@@ -183,6 +187,18 @@ impl Secrets {
         let _ = (dir, master);
         let (changes, _) = watch::channel(0);
         Ok(Self { inner: Arc::new(Inner { project: arc_swap::ArcSwap::new(project), changes }) })
+    }
+
+    /// `STATE/secrets/admin.token`: the local admin credential (a bearer token), created with
+    /// mode 0600 by [`Secrets::open`] when missing. The CLI reads it; nothing else should.
+    pub fn admin_token_path(&self) -> std::path::PathBuf {
+        unbuilt_path()
+    }
+
+    /// Whether `token` is the admin credential (constant-time comparison).
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        let _ = token;
+        false
     }
 
     pub fn set_project(&self, project: Arc<Project>) {

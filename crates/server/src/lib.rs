@@ -11,6 +11,7 @@ pub mod frontdoor;
 pub mod identity;
 pub mod metadata;
 pub mod runtime;
+pub mod secrets;
 pub mod trust;
 
 use std::net::SocketAddr;

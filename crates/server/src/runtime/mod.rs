@@ -130,6 +130,7 @@ pub struct Runtime {
     servers: JoinSet<()>,
     /// Instances were started from `run:` commands (`moat up`).
     workloads: bool,
+    secrets: moat_secrets::Secrets,
 }
 
 /// Resolves once `stop` is set (or can no longer be).
@@ -155,12 +156,16 @@ impl Runtime {
         let door_listeners = bind_door_listeners(&project).await?;
         let admin_listener = bind("admin", project.listeners.admin).await?;
         let identity_listener = bind("identity", EPHEMERAL_LISTENER).await?;
+        let secrets_listener = bind("secrets", EPHEMERAL_LISTENER).await?;
         let mut listeners: Vec<ListenerInfo> =
             door_listeners.iter().map(|(o, _, a)| ListenerInfo { origin: o.to_string(), addr: *a }).collect();
         let admin_addr = local(&admin_listener, "admin")?;
         let identity_addr = local(&identity_listener, "identity")?;
+        // The Secret Manager API: workloads get its URL as `MOAT_SECRETMANAGER_ENDPOINT`.
+        let secrets_addr = local(&secrets_listener, "secrets")?;
         listeners.push(ListenerInfo { origin: "admin".into(), addr: admin_addr });
         listeners.push(ListenerInfo { origin: "identity".into(), addr: identity_addr });
+        listeners.push(ListenerInfo { origin: "secrets".into(), addr: secrets_addr });
         let proxies: HashMap<String, SocketAddr> = door_listeners
             .iter()
             .filter_map(|(o, _, a)| match o {
@@ -176,7 +181,7 @@ impl Runtime {
         let rotation = crate::identity::spawn_rotation(Arc::clone(&identity), crate::identity::DEFAULT_ROTATE_EVERY);
         drop_on_stop(&mut servers, rotation, stop_rx.clone());
 
-        let door = FrontDoor::builder(Arc::clone(&project), verifier, upstreams.clone())
+        let door = FrontDoor::builder(Arc::clone(&project), Arc::clone(&verifier), upstreams.clone())
             .sink(Arc::clone(&config.sink))
             .build();
         for (origin, listener, addr) in door_listeners {
@@ -193,6 +198,15 @@ impl Runtime {
             async move {
                 if let Err(e) = crate::identity::serve_identity_until(identity_listener, identity, until).await {
                     eprintln!("moat: the identity listener stopped: {e}");
+                }
+            }
+        });
+        servers.spawn({
+            let (secrets, identity, verifier) = (config.secrets.clone(), Arc::clone(&identity), Arc::clone(&verifier));
+            let until = until(stop_rx.clone());
+            async move {
+                if let Err(e) = crate::secrets::serve_until(secrets_listener, secrets, identity, verifier, until).await {
+                    eprintln!("moat: the secrets listener stopped: {e}");
                 }
             }
         });
@@ -268,7 +282,16 @@ impl Runtime {
                 Some(RunTarget::Command { .. }) | None => board.insert(base),
             }
         }
-        Ok(Self { door, board, listeners, stop, supervisors, servers, workloads: config.start_workloads })
+        Ok(Self {
+            door,
+            board,
+            listeners,
+            stop,
+            supervisors,
+            servers,
+            workloads: config.start_workloads,
+            secrets: config.secrets,
+        })
     }
 
     /// The project requests are decided against now.
@@ -287,7 +310,9 @@ impl Runtime {
             return Err(NeedsRestart { changes });
         }
         let services = project.services.len();
-        self.door.replace_project(Arc::new(project));
+        let project = Arc::new(project);
+        self.secrets.set_project(Arc::clone(&project));
+        self.door.replace_project(project);
         metrics::reload("applied");
         Ok(services)
     }
