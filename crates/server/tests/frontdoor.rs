@@ -512,3 +512,447 @@ async fn oversized_request_heads_are_refused() {
     assert_eq!(r.status, 431);
     assert_eq!(h.records.len(), 0);
 }
+
+// Limits, keep-alive and h2c.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Bytes, Frame};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+fn limits_with(f: impl FnOnce(&mut Limits)) -> Limits {
+    let mut l = Limits::default();
+    f(&mut l);
+    l
+}
+
+/// A raw HTTP/1.1 request that keeps the connection open.
+fn keep_alive_get(host: &str) -> String {
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")
+}
+
+/// One HTTP/1.1 response off a kept-alive connection: status and body (by Content-Length).
+async fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .expect("a content-length");
+            if buf.len() >= end + 4 + len {
+                return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "the connection closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Waits for the server to close `s` without sending anything more; how long that took.
+async fn closed(s: &mut TcpStream, within: Duration) -> Duration {
+    let start = Instant::now();
+    let mut b = [0u8; 256];
+    match tokio::time::timeout(within, s.read(&mut b)).await {
+        Ok(Ok(0) | Err(_)) => start.elapsed(),
+        Ok(Ok(n)) => panic!("got bytes instead of the end: {:?}", String::from_utf8_lossy(&b[..n])),
+        Err(_) => panic!("still open after {within:?}"),
+    }
+}
+
+/// A workload that answers each request (heads only) after `delay`; counts requests.
+async fn slow_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nslow\n").await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// A front door on one internet listener in front of a [`slow_upstream`].
+struct SlowDoor {
+    door: moat_server::frontdoor::FrontDoor,
+    records: Arc<harness::Capture>,
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    serving: tokio::task::JoinHandle<Result<(), moat_server::frontdoor::FrontDoorError>>,
+}
+
+async fn slow_door(limits: Limits, delay: Duration) -> SlowDoor {
+    let (upstream, hits) = slow_upstream(delay).await;
+    let keys = KeyRing::in_memory(NOW).unwrap();
+    let verifier = Arc::new(moat_crypto::Verifier::new(moat_crypto::VerifierConfig::google(), keys.key_set()));
+    let records = Arc::new(harness::Capture::default());
+    let base: hyper::Uri = format!("http://{upstream}").parse().unwrap();
+    let door =
+        moat_server::frontdoor::FrontDoor::builder(Arc::new(project()), verifier, move |_: &str| Some(base.clone()))
+            .clock(Arc::new(|| NOW))
+            .sink(records.clone())
+            .limits(limits)
+            .build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn({
+        let door = door.clone();
+        async move { door.serve(listener, Origin::Internet).await }
+    });
+    SlowDoor { door, records, addr, hits, serving }
+}
+
+type H2Body = BoxBody<Bytes, std::convert::Infallible>;
+type H2Sender = hyper::client::conn::http2::SendRequest<H2Body>;
+
+/// An h2c client with prior knowledge (no upgrade, no TLS); the task drives the connection
+/// and ends when the server closes it.
+async fn h2_connect(addr: SocketAddr) -> (H2Sender, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// A body of unknown length (no content-length on HTTP/2, chunked on HTTP/1).
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn no_body() -> H2Body {
+    http_body_util::Empty::new().boxed()
+}
+
+fn full_body(len: usize) -> H2Body {
+    http_body_util::Full::new(Bytes::from(vec![b'x'; len])).boxed()
+}
+
+fn chunked_body(chunks: usize, each: usize) -> H2Body {
+    Chunks((0..chunks).map(|_| Bytes::from(vec![b'x'; each])).collect()).boxed()
+}
+
+/// Sends one request over h2c; `Err` when the stream was reset without a response.
+async fn h2_send(
+    sender: &mut H2Sender,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: H2Body,
+) -> Result<RawResponse, hyper::Error> {
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://{host}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body).unwrap();
+    let exchange = async {
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(RawResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("no HTTP/2 response or reset within 10 s")
+}
+
+/// Cloud Run's HTTP/1 request size limit: a declared body past it is refused with 413 before
+/// anything reaches the workload, whatever the token; ingress still comes first (a 413 would
+/// tell an internet caller that an internal service exists). A body at the limit passes.
+#[tokio::test]
+async fn declared_bodies_past_the_limit_are_413_before_anything_is_forwarded() {
+    let limits = limits_with(|l| l.max_body_bytes = 1500);
+    let h = Harness::start_with(project(), &[Origin::Internet], limits, true).await;
+    // Only the head: the body is never read, so none is sent.
+    let head = |name: &str| format!("POST /up HTTP/1.1\r\nHost: {}\r\nContent-Length: 4096\r\n\r\n", host(name));
+
+    let r = send(h.internet(), &head("public")).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=UTF-8"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(r.body.contains("1500 bytes"), "the page states the limit: {}", r.body);
+    let rec = h.last_record();
+    assert_eq!((rec.status, rec.layer), (Some(413), Some("limit")));
+    assert_eq!(rec.codes(), ["ingress.all", "limit.body_too_large"]);
+
+    let r = send(h.internet(), &head("private")).await.unwrap();
+    assert_eq!(r.status, 413, "size is checked before the credential");
+    assert_eq!(codes(&h), ["ingress.all", "limit.body_too_large"]);
+
+    let r = send(h.internet(), &head("internal")).await.unwrap();
+    assert_eq!(r.status, 404, "ingress is checked before size");
+    assert_eq!(codes(&h), ["ingress.internal_only"]);
+    assert_eq!(h.echo.hits.load(Ordering::SeqCst), 0);
+
+    let r = send(h.internet(), &request("POST", &host("public"), "/up", &[], &"x".repeat(1500))).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo()["body_len"], 1500);
+}
+
+/// A chunked body is counted as it streams: past the limit the forward is aborted and the
+/// client gets the 413; the workload never gets a whole request. Up to the limit it passes.
+#[tokio::test]
+async fn chunked_bodies_are_cut_off_at_the_limit() {
+    let limits = limits_with(|l| l.max_body_bytes = 1500);
+    let h = Harness::start_with(project(), &[Origin::Internet], limits, true).await;
+    let chunked = |chunks: usize| {
+        let chunk = format!("400\r\n{}\r\n", "x".repeat(1024));
+        format!(
+            "POST /up HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+            host("public"),
+            chunk.repeat(chunks)
+        )
+    };
+    let r = send(h.internet(), &chunked(3)).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert!(r.body.contains("1500 bytes"), "{}", r.body);
+    let rec = h.last_record();
+    assert_eq!((rec.status, rec.layer), (Some(413), Some("limit")));
+    assert_eq!(rec.codes(), ["ingress.all", "token.none", "iam.binding", "limit.body_too_large"]);
+    assert_eq!(h.echo.hits.load(Ordering::SeqCst), 0, "the workload got a whole request");
+
+    let r = send(h.internet(), &chunked(1)).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo()["body_len"], 1024);
+}
+
+/// hyper's own header read timeout also runs while a kept-alive connection waits for its next
+/// request; the front door's does not. Requests spaced wider than the header read timeout (but
+/// closer than the idle timeout) share one connection; once idle for the idle timeout it is
+/// closed; a request in flight longer than the idle timeout is answered.
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_timeout_and_busy_ones_do_not() {
+    let limits = limits_with(|l| {
+        l.idle_timeout = Duration::from_millis(600);
+        l.header_read_timeout = Duration::from_millis(200);
+    });
+    let h = Harness::start_with(project(), &[Origin::Internet], limits, true).await;
+    let mut s = TcpStream::connect(h.internet()).await.unwrap();
+    let mut last = Instant::now();
+    for _ in 0..4 {
+        s.write_all(keep_alive_get(&host("public")).as_bytes()).await.unwrap();
+        assert_eq!(read_response(&mut s).await.0, 200);
+        last = Instant::now();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    closed(&mut s, Duration::from_secs(5)).await;
+    let idle = last.elapsed();
+    assert!(idle >= Duration::from_millis(500) && idle < Duration::from_secs(3), "closed after {idle:?} idle");
+    assert_eq!(h.records.len(), 4);
+
+    // HTTP/2: the same idle timeout ends the connection (GOAWAY, then close).
+    let (mut h2, conn) = h2_connect(h.internet()).await;
+    assert_eq!(h2_send(&mut h2, "GET", &host("public"), "/", &[], no_body()).await.unwrap().status, 200);
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle h2 connection was closed")
+        .unwrap()
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(500), "closed after {:?}", start.elapsed());
+
+    // Busy: the workload takes longer than the idle timeout.
+    let d = slow_door(limits, Duration::from_millis(1000)).await;
+    let mut s = TcpStream::connect(d.addr).await.unwrap();
+    s.write_all(keep_alive_get(&host("public")).as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await, (200, "slow\n".to_owned()));
+    let (mut h2, _conn) = h2_connect(d.addr).await;
+    assert_eq!(h2_send(&mut h2, "GET", &host("public"), "/", &[], no_body()).await.unwrap().body, "slow\n");
+}
+
+/// A head is due within the header read timeout: the first from the moment the connection is
+/// accepted, each later one from its first byte. Past it the connection is closed without a
+/// response.
+#[tokio::test]
+async fn slow_heads_are_cut_off_at_the_header_read_timeout() {
+    let limits = limits_with(|l| {
+        l.header_read_timeout = Duration::from_millis(300);
+        l.idle_timeout = Duration::from_secs(30);
+    });
+    let h = Harness::start_with(project(), &[Origin::Internet], limits, true).await;
+    let bounds = |took: Duration| took >= Duration::from_millis(250) && took < Duration::from_secs(3);
+
+    let mut s = TcpStream::connect(h.internet()).await.unwrap();
+    let took = closed(&mut s, Duration::from_secs(5)).await;
+    assert!(bounds(took), "a silent connection closed after {took:?}");
+
+    let mut s = TcpStream::connect(h.internet()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ").await.unwrap();
+    let took = closed(&mut s, Duration::from_secs(5)).await;
+    assert!(bounds(took), "a partial first head closed after {took:?}");
+
+    let mut s = TcpStream::connect(h.internet()).await.unwrap();
+    s.write_all(keep_alive_get(&host("public")).as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ").await.unwrap();
+    let took = closed(&mut s, Duration::from_secs(5)).await;
+    assert!(bounds(took), "a partial later head closed after {took:?}");
+    assert_eq!(h.records.len(), 1);
+}
+
+/// h2c with prior knowledge on the same listener: the same pipeline, so the same decisions,
+/// pages and records as HTTP/1.1. The workload still gets HTTP/1.1, with `:authority` as Host;
+/// a door that does not exist for the caller resets the stream without a response.
+#[tokio::test]
+async fn h2c_prior_knowledge_gets_the_same_decisions_as_http1() {
+    let h = start().await;
+    let auth = bearer(&h.token("user:dev@example.com", &url("private")));
+    let (mut h2, _conn) = h2_connect(h.internet()).await;
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+    let cases: [Case; 4] = [
+        ("public", &[], 200),
+        ("private", &[], 403),
+        ("private", &[("authorization", &auth)], 200),
+        ("internal", &[("authorization", &auth)], 404),
+    ];
+    for (name, headers, want) in cases {
+        let one = call(&h, name, headers).await;
+        let one_record = h.last_record();
+        let two = h2_send(&mut h2, "GET", &host(name), "/", headers, no_body()).await.unwrap();
+        assert_eq!((one.status, two.status), (want, want), "{name}");
+        let two_record = h.last_record();
+        assert_eq!(two_record.codes(), one_record.codes(), "{name}");
+        assert_eq!(two_record.layer, one_record.layer, "{name}");
+        assert_eq!(two.header("content-type"), one.header("content-type"), "{name}");
+        if want == 200 {
+            assert_eq!(two.echoed("host"), [host(name)], "{name}");
+            assert_eq!(two.echoed("x-moat-request-id"), [two_record.request_id], "{name}");
+        } else {
+            assert_eq!(two.body, one.body, "{name}");
+        }
+    }
+    let token = h.token("user:dev@example.com", &url("private"));
+    let r = h2_send(&mut h2, "GET", &host("private"), "/", &[("authorization", &bearer(&token))], no_body()).await;
+    let parts: Vec<&str> = token.split('.').collect();
+    let stripped = format!("Bearer {}.{}.SIGNATURE_REMOVED_BY_GOOGLE", parts[0], parts[1]);
+    assert_eq!(r.unwrap().echoed("authorization"), [stripped]);
+
+    let r = h2_send(&mut h2, "GET", "internal.corp.example", "/api/x", &[("authorization", &auth)], no_body()).await;
+    assert!(r.is_err(), "the internet got an HTTP/2 response from an internal load balancer: {r:?}");
+    let rec = h.last_record();
+    assert_eq!((rec.status, rec.layer), (None, Some("network")));
+    // The reset stream did not take the connection with it.
+    assert_eq!(h2_send(&mut h2, "GET", &host("public"), "/", &[], no_body()).await.unwrap().status, 200);
+
+    // The head size limit holds for HTTP/2's header list too: 431, and no decision is made.
+    let before = h.records.len();
+    let big = "x".repeat(70 * 1024);
+    let r = h2_send(&mut h2, "GET", &host("public"), "/", &[("x-big", &big)], no_body()).await;
+    assert_eq!(r.map(|r| r.status).ok(), Some(431));
+    assert_eq!(h.records.len(), before);
+}
+
+/// The body limit holds for HTTP/2 too: a declared body past it and a body of unknown length
+/// growing past it are 413s; an undeclared body within it passes.
+#[tokio::test]
+async fn h2c_bodies_past_the_limit_are_413() {
+    let limits = limits_with(|l| l.max_body_bytes = 1500);
+    let h = Harness::start_with(project(), &[Origin::Internet], limits, true).await;
+    let (mut h2, _conn) = h2_connect(h.internet()).await;
+    let r = h2_send(&mut h2, "POST", &host("public"), "/", &[], full_body(4096)).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(codes(&h), ["ingress.all", "limit.body_too_large"]);
+    let r = h2_send(&mut h2, "POST", &host("public"), "/", &[], chunked_body(4, 512)).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(codes(&h), ["ingress.all", "token.none", "iam.binding", "limit.body_too_large"]);
+    assert_eq!(h.echo.hits.load(Ordering::SeqCst), 0);
+    let r = h2_send(&mut h2, "POST", &host("public"), "/", &[], chunked_body(2, 512)).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo()["body_len"], 1024);
+}
+
+/// Many streams at once on one h2c connection each get a workload connection of their own
+/// when the kept ones are busy: they run side by side instead of queueing (or deadlocking) on
+/// one upstream connection.
+#[tokio::test]
+async fn h2c_requests_on_one_connection_run_concurrently() {
+    let d = slow_door(Limits::default(), Duration::from_millis(300)).await;
+    let (h2, _conn) = h2_connect(d.addr).await;
+    for round in 0..2 {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let mut h2 = h2.clone();
+                tokio::spawn(async move {
+                    h2_send(&mut h2, "GET", &host("public"), &format!("/{i}"), &[], no_body()).await.unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().body, "slow\n");
+        }
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "round {round}: one at a time would take 7.2 s, took {took:?}");
+    }
+    assert_eq!(d.hits.load(Ordering::SeqCst), 48);
+    assert_eq!(d.records.len(), 48);
+}
+
+/// Shutdown lets requests in flight on both protocols finish, then `serve` returns and the
+/// listener is gone.
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_on_both_protocols() {
+    let d = slow_door(Limits::default(), Duration::from_millis(500)).await;
+    let addr = d.addr;
+    let one = tokio::spawn(async move { send(addr, &get(&host("public"), "/", &[])).await });
+    let (mut h2, _conn) = h2_connect(d.addr).await;
+    let two = tokio::spawn(async move { h2_send(&mut h2, "GET", &host("public"), "/", &[], no_body()).await });
+    let waiting = Instant::now();
+    while d.hits.load(Ordering::SeqCst) < 2 {
+        assert!(waiting.elapsed() < Duration::from_secs(5), "the requests never reached the workload");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.door.shutdown();
+    let one = one.await.unwrap().expect("an HTTP/1.1 response");
+    assert_eq!((one.status, one.body.as_str()), (200, "slow\n"));
+    let two = two.await.unwrap().expect("an HTTP/2 response");
+    assert_eq!((two.status, two.body.as_str()), (200, "slow\n"));
+    tokio::time::timeout(Duration::from_secs(5), d.serving).await.unwrap().unwrap().unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "the listener still accepts");
+    assert_eq!(d.records.len(), 2);
+}

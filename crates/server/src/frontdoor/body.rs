@@ -1,7 +1,10 @@
-//! The body of every response the front door writes: a page of its own, or the workload's
-//! response streamed through as it arrives.
+//! Bodies through the front door, never buffered: every response it writes (a page of its own,
+//! or the workload's response streamed through as it arrives), and request bodies on their way
+//! to the workload, counted against the body limit as they stream.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
@@ -49,5 +52,81 @@ impl hyper::body::Body for Body {
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream(incoming) => incoming.size_hint(),
         }
+    }
+}
+
+/// The error a [`Capped`] body ends with once it has passed the limit: the HTTP client sending
+/// it aborts the request.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the {0} byte limit")]
+pub(super) struct BodyTooLarge(u64);
+
+/// Set when a [`Capped`] body passed the limit, so that whoever sees the forward fail knows
+/// why.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Overflow(Arc<AtomicBool>);
+
+impl Overflow {
+    pub(super) fn happened(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A client's request body streaming to the workload, ended with [`BodyTooLarge`] as soon as
+/// more than the limit has arrived. A body whose length was declared (Content-Length) has
+/// already been checked against the limit and cannot outgrow it (hyper holds the client to
+/// the declared length), so only a body of unknown length (chunked, or HTTP/2 without
+/// content-length) is counted.
+#[derive(Debug)]
+pub(super) struct Capped {
+    inner: Incoming,
+    limit: u64,
+    /// Bytes still allowed; `None` when the length was declared.
+    left: Option<u64>,
+    overflow: Option<Overflow>,
+}
+
+impl Capped {
+    /// The capped body and, for a body of unknown length, what tells that it overflowed.
+    pub(super) fn new(inner: Incoming, limit: u64) -> (Self, Option<Overflow>) {
+        let declared = hyper::body::Body::size_hint(&inner).exact().is_some_and(|n| n <= limit);
+        let overflow = (!declared).then(Overflow::default);
+        let left = (!declared).then_some(limit);
+        (Self { inner, limit, left, overflow: overflow.clone() }, overflow)
+    }
+}
+
+impl hyper::body::Body for Capped {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
+            match left.checked_sub(data.len() as u64) {
+                Some(rest) => *left = rest,
+                None => {
+                    if let Some(o) = &this.overflow {
+                        o.0.store(true, Ordering::Release);
+                    }
+                    return Poll::Ready(Some(Err(BodyTooLarge(this.limit).into())));
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

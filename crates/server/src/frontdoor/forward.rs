@@ -13,7 +13,7 @@ use moat_crypto::{VerifiedClaims, strip_signature};
 use moat_policy::authz::Permit;
 use moat_policy::model::Service;
 
-use super::body::Body;
+use super::body::{Body, Capped};
 use super::upstream::Conns;
 
 /// Proof that `service` has the invoker IAM check disabled (spec/cloudrun.md §2.8): nothing is
@@ -55,6 +55,15 @@ pub(super) enum Admitted {
         verified: Option<Verified>,
     },
     Unchecked(InvokerCheckDisabled),
+}
+
+/// Why a forward ended without the workload's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failed {
+    Upstream(UpstreamError),
+    /// The request body (of undeclared length) grew past the body limit on its way: the
+    /// forward was aborted.
+    BodyTooLarge,
 }
 
 /// Why the workload gave no response.
@@ -106,6 +115,7 @@ pub(super) struct Upstream<'a> {
     pub conns: &'a Conns,
     pub base: Option<Uri>,
     pub timeout: std::time::Duration,
+    pub max_body_bytes: u64,
 }
 
 /// Sends the request to the workload and streams its response back.
@@ -115,10 +125,17 @@ pub(super) async fn forward(
     mut req: Request<Incoming>,
     peer: IpAddr,
     request_id: &str,
-) -> Result<Response<Body>, UpstreamError> {
-    let base = upstream.base.ok_or(UpstreamError::NotConfigured)?;
-    *req.uri_mut() = join(&base, req.uri()).ok_or(UpstreamError::NotConfigured)?;
+) -> Result<Response<Body>, Failed> {
+    let base = upstream.base.ok_or(Failed::Upstream(UpstreamError::NotConfigured))?;
+    let target_host = target_host(req.uri());
+    *req.uri_mut() = join(&base, req.uri()).ok_or(Failed::Upstream(UpstreamError::NotConfigured))?;
     let headers = req.headers_mut();
+    // HTTP/2 names the host in `:authority`, an absolute-form HTTP/1 target in the URL: either
+    // way it is what the request was routed on, and the workload gets it as Host (RFC 9113
+    // §8.3.1, RFC 9112 §3.2.2).
+    if let Some(h) = target_host {
+        headers.insert(header::HOST, h);
+    }
     strip_hop_by_hop(headers);
     strip_trust_headers(headers);
     match &admitted {
@@ -137,15 +154,33 @@ pub(super) async fn forward(
     // HTTP/1.1 to the workload whatever the client spoke.
     *req.version_mut() = hyper::Version::HTTP_11;
     drop(admitted);
+    // Streamed, never buffered: counted as it goes, and cut off past the limit.
+    let (parts, body) = req.into_parts();
+    let (body, overflow) = Capped::new(body, upstream.max_body_bytes);
+    let req = Request::from_parts(parts, body);
 
-    let resp = match tokio::time::timeout(upstream.timeout, upstream.conns.send(req)).await {
-        Err(_) => return Err(UpstreamError::Timeout),
-        Ok(Err(_)) => return Err(UpstreamError::Unreachable),
+    let sent = tokio::time::timeout(upstream.timeout, upstream.conns.send(req)).await;
+    if overflow.is_some_and(|o| o.happened()) {
+        return Err(Failed::BodyTooLarge);
+    }
+    let resp = match sent {
+        Err(_) => return Err(Failed::Upstream(UpstreamError::Timeout)),
+        Ok(Err(_)) => return Err(Failed::Upstream(UpstreamError::Unreachable)),
         Ok(Ok(resp)) => resp,
     };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::Upstream(body)))
+}
+
+/// The Host a request's target names (userinfo dropped), if its target has an authority.
+fn target_host(uri: &Uri) -> Option<HeaderValue> {
+    let authority = uri.authority()?;
+    let value = match authority.port() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_owned(),
+    };
+    HeaderValue::try_from(value).ok()
 }
 
 /// The upstream URL for a request: the base's scheme and authority, its path as a prefix, then
@@ -218,6 +253,19 @@ mod tests {
         for (base, uri, want) in cases {
             let got = join(&base.parse().expect(base), &uri.parse().expect(uri)).map(|u| u.to_string());
             assert_eq!(got.as_deref(), Some(want), "{base} + {uri}");
+        }
+    }
+
+    #[test]
+    fn the_target_authority_becomes_host() {
+        let cases = [
+            ("http://api.example.com/x", Some("api.example.com")),
+            ("http://user:pw@api.example.com:8080/", Some("api.example.com:8080")),
+            ("/x", None),
+        ];
+        for (uri, want) in cases {
+            let got = target_host(&uri.parse().expect(uri));
+            assert_eq!(got.as_ref().and_then(|v| v.to_str().ok()), want, "{uri}");
         }
     }
 

@@ -8,6 +8,7 @@
 //! by the same `moat_policy` functions `explain` runs, so the gateway does what `explain` says.
 
 mod body;
+mod conn;
 mod forward;
 mod pipeline;
 mod record;
@@ -17,16 +18,12 @@ mod upstream;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::Uri;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use moat_crypto::Verifier;
 use moat_policy::{Origin, Project};
 use tokio::net::TcpListener;
@@ -55,16 +52,29 @@ where
     }
 }
 
-/// Bounds on what one request may cost.
+/// Bounds on what one request, and one client connection, may cost. They apply alike to
+/// HTTP/1.1 and to HTTP/2 (h2c) clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// From the request's arrival to the workload's response head (Cloud Run's default
     /// request timeout is 300 s). Past it the client gets a 504.
     pub request_timeout: Duration,
-    /// Time a client has to send its whole request head.
+    /// Time a client has to send a whole request head: the first from the moment its
+    /// connection is accepted (for HTTP/2, the connection preface and the first request), each
+    /// later one from its first byte. Past it the connection is closed without a response.
     pub header_read_timeout: Duration,
-    /// Largest request head (request line and headers) accepted; larger gets a 431.
+    /// How long a client connection with no request in flight stays open before the front door
+    /// closes it (HTTP/2: GOAWAY). Google's front end keeps idle client connections 610 s.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers; HTTP/2: the header list) accepted;
+    /// larger gets a 431 before any decision is made.
     pub max_header_bytes: usize,
+    /// Largest request body passed to the workload (Cloud Run's HTTP/1 request size limit is
+    /// 32 MiB). A larger declared body gets a 413 before anything is forwarded; a body of
+    /// undeclared length is cut off when it passes the limit: the forward is aborted and the
+    /// client gets a 413, or, when the workload's response has already started, the connection
+    /// (HTTP/2: the stream) is reset.
+    pub max_body_bytes: u64,
 }
 
 impl Default for Limits {
@@ -72,7 +82,9 @@ impl Default for Limits {
         Self {
             request_timeout: Duration::from_secs(300),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(610),
             max_header_bytes: 64 * 1024,
+            max_body_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -276,7 +288,7 @@ impl FrontDoor {
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        conns.spawn(connection(Arc::clone(&self.inner), stream, peer, Arc::clone(&origin)));
+                        conns.spawn(conn::connection(Arc::clone(&self.inner), stream, peer, Arc::clone(&origin)));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -302,42 +314,6 @@ impl FrontDoor {
             Err(e) => Err(FrontDoorError::UnknownOrigin { origin: origin.to_string(), reason: e.to_string() }),
         }
     }
-}
-
-/// One client connection: HTTP/1.1, bounded head, until it ends or the door shuts down.
-async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream, peer: SocketAddr, origin: Arc<Origin>) {
-    let mut stop = inner.shutdown.subscribe();
-    let limits = inner.limits;
-    // The upstream connections this client connection uses, polled on this task.
-    let (conns, mut driver) = upstream::new();
-    let service = {
-        let inner = Arc::clone(&inner);
-        service_fn(move |req| {
-            let inner = Arc::clone(&inner);
-            let origin = Arc::clone(&origin);
-            let conns = conns.clone();
-            async move { pipeline::handle(&inner, &conns, &origin, peer, req).await }
-        })
-    };
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    driver
-        .run(async {
-            tokio::select! {
-                // Errors here are the client's (reset, bad request) or a network refusal: the
-                // connection simply ends.
-                _ = conn.as_mut() => {}
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        })
-        .await;
 }
 
 /// Resolves once the door is shut down (or can no longer be told to).

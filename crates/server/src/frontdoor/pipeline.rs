@@ -1,7 +1,8 @@
-//! One request, top to bottom: route → network → [edge] → ingress → credential → verify →
-//! authenticate → authorize → forward. [`handle`] is the whole pipeline; each line is one
-//! stage, and each stage is the `moat_policy` function `explain` calls, in `path::decide`'s
-//! order, so the decision recorded here is the one `explain` prints for the same facts.
+//! One request, top to bottom: route → network → [edge] → ingress → size → credential →
+//! verify → authenticate → authorize → forward. [`handle`] is the whole pipeline; each line is
+//! one stage, and each policy stage is the `moat_policy` function `explain` calls, in
+//! `path::decide`'s order, so the decision recorded here is the one `explain` prints for the
+//! same facts. The size check is the front door's own (`explain` knows no bodies).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use moat_policy::{
 
 use super::Inner;
 use super::body::Body;
-use super::forward::{Admitted, InvokerCheckDisabled, Upstream, Verified, forward};
+use super::forward::{Admitted, Failed, InvokerCheckDisabled, Upstream, Verified, forward};
 use super::record::{DecisionRecord, rfc3339};
 use super::refusal::respond;
 use super::route::{Unrouted, normalise_host};
@@ -80,6 +81,13 @@ pub(super) async fn handle(
     match ingress::ingress(&net, door_of.door, service, project) {
         Ok(((), r)) => reasons.extend(r),
         Err(d) => return t.deny(d, reasons, &path),
+    }
+    // A declared body past the limit, before anything is forwarded and whatever the token: the
+    // front end refuses it on size alone. Not before ingress: a 413 would tell a caller that
+    // ingress refuses that the service exists. A body of undeclared length is counted as it
+    // streams (forward).
+    if hyper::body::Body::size_hint(req.body()).lower() > door.limits.max_body_bytes {
+        return t.too_large(reasons, &path);
     }
     // Invoker check disabled: nothing is verified and the headers pass untouched (§2.8).
     if let Some(unchecked) = InvokerCheckDisabled::of(service) {
@@ -333,7 +341,23 @@ impl<'a> Trace<'a> {
             return self.deny(d, reasons, path);
         }
         self.record(Effect::Deny, Some(404), Some("route"), vec![Reason::new(why.code(), why.message(), None)], None);
-        Ok(respond(404, path))
+        Ok(self.respond(404, path))
+    }
+
+    /// A request body past the limit: 413, after the reasons of the stages that passed.
+    fn too_large(&self, mut reasons: Vec<Reason>, path: &str) -> Outcome {
+        let limit = self.door.limits.max_body_bytes;
+        reasons.push(Reason::new(
+            "limit.body_too_large",
+            format!("the request body is larger than the front door's {limit} byte limit"),
+            None,
+        ));
+        self.record(Effect::Deny, Some(413), Some("limit"), reasons, None);
+        Ok(self.respond(413, path))
+    }
+
+    fn respond(&self, status: u16, path: &str) -> Response<Body> {
+        respond(status, path, self.door.limits.max_body_bytes)
     }
 
     /// A policy refusal, after the reasons of the stages that passed.
@@ -341,7 +365,7 @@ impl<'a> Trace<'a> {
         reasons.append(&mut d.reasons);
         self.record(d.effect, d.status, d.layer.map(layer_name), reasons, None);
         match d.status {
-            Some(status) => Ok(respond(status, path)),
+            Some(status) => Ok(self.respond(status, path)),
             None => Err(NoRoute),
         }
     }
@@ -360,15 +384,17 @@ impl<'a> Trace<'a> {
             conns: self.conns,
             base: door.upstreams.upstream(&service.name),
             timeout: door.limits.request_timeout.saturating_sub(self.started.elapsed()),
+            max_body_bytes: door.limits.max_body_bytes,
         };
         match forward(admitted, upstream, req, peer.ip(), &self.id).await {
             Ok(resp) => {
                 self.record(decision.effect, Some(resp.status().as_u16()), None, decision.reasons, None);
                 Ok(resp)
             }
-            Err(e) => {
+            Err(Failed::BodyTooLarge) => self.too_large(decision.reasons, &path),
+            Err(Failed::Upstream(e)) => {
                 self.record(decision.effect, Some(e.status()), None, decision.reasons, Some(e.code()));
-                Ok(respond(e.status(), &path))
+                Ok(self.respond(e.status(), &path))
             }
         }
     }

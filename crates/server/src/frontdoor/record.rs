@@ -28,7 +28,8 @@ pub struct DecisionRecord {
     /// (the door does not exist on the caller's network).
     pub status: Option<u16>,
     /// The layer that refused (`route`, `network`, `edge`, `ingress`, `authentication`,
-    /// `authorization`); `null` when the request was passed on.
+    /// `authorization`, or `limit` for a request past the front door's limits); `null` when the
+    /// request was passed on.
     pub layer: Option<&'static str>,
     /// Every step taken, in pipeline order, as `explain` prints them.
     pub reasons: Vec<Reason>,

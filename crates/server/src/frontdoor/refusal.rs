@@ -2,7 +2,7 @@
 //! them (spec/cloudrun.md §1.5, §2.5). The reason never appears here; it goes to the decision
 //! record.
 
-use hyper::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 use super::body::Body;
@@ -13,8 +13,9 @@ const PLAIN: &str = "text/plain; charset=UTF-8";
 const CHALLENGE: &str = r#"Bearer error="invalid_token" error_description="The access token could not be verified""#;
 
 /// The response for a request the front door does not pass to the workload. `path` is the
-/// request's path, shown (escaped) on the 401 and 403 pages as Google does.
-pub(super) fn respond(status: u16, path: &str) -> Response<Body> {
+/// request's path, shown (escaped) on the 401 and 403 pages as Google does; `max_body_bytes`
+/// is the body limit the 413 page states.
+pub(super) fn respond(status: u16, path: &str, max_body_bytes: u64) -> Response<Body> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let path = escape(path);
     let (content_type, body) = match code {
@@ -41,6 +42,9 @@ pub(super) fn respond(status: u16, path: &str) -> Response<Body> {
         // Upstream failures: short plain pages, as Cloud Run's own proxy sends.
         StatusCode::BAD_GATEWAY => (PLAIN, "upstream connect error\n".to_owned()),
         StatusCode::GATEWAY_TIMEOUT => (PLAIN, "upstream request timeout\n".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (PLAIN, format!("request body too large: the limit is {max_body_bytes} bytes\n"))
+        }
         other => (PLAIN, format!("{other}\n")),
     };
     let mut resp = Response::new(Body::full(body));
@@ -48,6 +52,11 @@ pub(super) fn respond(status: u16, path: &str) -> Response<Body> {
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if code == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    }
+    if code == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is never read, so the connection cannot carry another request
+        // (HTTP/2 drops the header and resets the stream instead).
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
@@ -86,10 +95,11 @@ mod tests {
 
     #[test]
     fn only_401_carries_the_challenge() {
-        for status in [401, 403, 404, 502, 504] {
-            let r = respond(status, "/");
+        for status in [401, 403, 404, 413, 502, 504] {
+            let r = respond(status, "/", 1024);
             assert_eq!(r.status().as_u16(), status);
             assert_eq!(r.headers().contains_key(WWW_AUTHENTICATE), status == 401, "{status}");
+            assert_eq!(r.headers().contains_key(CONNECTION), status == 413, "{status}");
         }
     }
 }

@@ -1,9 +1,13 @@
-//! HTTP/1.1 connections to the workload, owned by one client connection and driven on its task.
+//! HTTP/1.1 connections to the workload, owned by one client connection.
 //!
 //! Key decision: a pooled client (hyper-util's) runs every upstream connection as a task of its
-//! own, so each request and each response crosses two tasks, often two threads. Here the client
-//! connection's task polls its upstream connections itself ([`Driver`]), next to the hyper
-//! server connection, and keeps the idle ones for its next keep-alive request ([`Conns`]).
+//! own, so each request and each response crosses two tasks, often two threads. For an HTTP/1
+//! client connection, whose requests come one at a time, the client connection's task polls
+//! its upstream connections itself ([`Driver`]), next to the hyper server connection, and keeps
+//! the idle ones for its next keep-alive request ([`Conns`]). An HTTP/2 client connection
+//! carries many requests at once, each on a task of its own ([`spawned`]): there each upstream
+//! connection is a task too, a request takes a kept connection only if it is free right now
+//! and otherwise opens another, so concurrent requests never wait on each other's connection.
 //! What goes on the wire is what hyper-util's client sends: Host filled in from the URL when
 //! the request has none, origin-form (authority-form for CONNECT), and a request that never
 //! started on a reused connection is retried once on a fresh one.
@@ -21,8 +25,14 @@ use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Idle upstream connections one client connection keeps (one per workload it calls, usually).
+use super::body::Capped;
+
+/// Idle upstream connections an HTTP/1 client connection keeps (one per workload it calls,
+/// usually).
 const MAX_IDLE: usize = 4;
+/// Idle upstream connections an HTTP/2 client connection keeps: enough for its usual number of
+/// requests at once; past it the oldest are closed.
+const MAX_IDLE_SPAWNED: usize = 16;
 /// How long a kept connection may take to be ready for the next request (it normally already
 /// is: the previous response was read to its end) before a fresh one is opened instead.
 const READY_WAIT: Duration = Duration::from_millis(100);
@@ -32,7 +42,7 @@ type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Default)]
 struct State {
     /// Kept connections, by `HOST:PORT`, oldest first.
-    idle: Vec<(String, SendRequest<Incoming>)>,
+    idle: Vec<(String, SendRequest<Capped>)>,
     /// Connections opened since the driver last ran.
     opened: Vec<ConnFuture>,
     waker: Option<Waker>,
@@ -46,6 +56,9 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 #[derive(Clone)]
 pub(super) struct Conns {
     state: Arc<Mutex<State>>,
+    /// Each upstream connection runs as a task of its own (HTTP/2 client connections), instead
+    /// of on a [`Driver`].
+    spawned: bool,
 }
 
 /// The connection side: polls every upstream connection of one client connection. Must be
@@ -55,9 +68,16 @@ pub(super) struct Driver {
     running: Vec<ConnFuture>,
 }
 
+/// Connections for an HTTP/1 client connection, driven on its task.
 pub(super) fn new() -> (Conns, Driver) {
     let state = Arc::new(Mutex::new(State::default()));
-    (Conns { state: Arc::clone(&state) }, Driver { state, running: Vec::new() })
+    (Conns { state: Arc::clone(&state), spawned: false }, Driver { state, running: Vec::new() })
+}
+
+/// Connections for an HTTP/2 client connection: concurrent requests, each upstream connection
+/// a task of its own.
+pub(super) fn spawned() -> Conns {
+    Conns { state: Arc::new(Mutex::new(State::default())), spawned: true }
 }
 
 /// Why the workload could not be asked.
@@ -67,7 +87,7 @@ pub(super) struct SendError;
 impl Conns {
     /// Sends `req` (an absolute `http://` URL) and returns the response head; the body streams
     /// as long as the [`Driver`] is polled.
-    pub(super) async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, SendError> {
+    pub(super) async fn send(&self, mut req: Request<Capped>) -> Result<Response<Incoming>, SendError> {
         let uri = req.uri().clone();
         if uri.scheme_str() != Some("http") {
             return Err(SendError);
@@ -96,7 +116,16 @@ impl Conns {
     }
 
     /// A kept connection to `key` that can take a request now, if there is one.
-    async fn checkout(&self, key: &str) -> Option<SendRequest<Incoming>> {
+    async fn checkout(&self, key: &str) -> Option<SendRequest<Capped>> {
+        if self.spawned {
+            // Another request may be streaming its response on a kept connection for as long
+            // as it likes: only a connection that is free right now will do.
+            let mut state = lock(&self.state);
+            state.idle.retain(|(_, s)| !s.is_closed());
+            let at = state.idle.iter().rposition(|(k, s)| k == key && s.is_ready())?;
+            return Some(state.idle.remove(at).1);
+        }
+        // One request at a time: the kept connection is finishing the previous response.
         let mut sender = {
             let mut state = lock(&self.state);
             let at = state.idle.iter().rposition(|(k, _)| k == key)?;
@@ -114,26 +143,32 @@ impl Conns {
         }
     }
 
-    fn checkin(&self, key: String, sender: SendRequest<Incoming>) {
+    fn checkin(&self, key: String, sender: SendRequest<Capped>) {
         if sender.is_closed() {
             return;
         }
+        let max = if self.spawned { MAX_IDLE_SPAWNED } else { MAX_IDLE };
         let mut state = lock(&self.state);
-        if state.idle.len() >= MAX_IDLE {
+        if state.idle.len() >= max {
             state.idle.remove(0);
         }
         state.idle.push((key, sender));
     }
 
-    async fn connect(&self, key: &str) -> Result<SendRequest<Incoming>, SendError> {
+    async fn connect(&self, key: &str) -> Result<SendRequest<Capped>, SendError> {
         let stream = TcpStream::connect(key).await.map_err(|_| SendError)?;
         // Request heads are small writes the workload waits for.
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|_| SendError)?;
-        let conn: ConnFuture = Box::pin(async move {
+        let conn = async move {
             // A connection error is the request's (it gets a 502), or the connection ends.
             let _ = conn.await;
-        });
+        };
+        if self.spawned {
+            tokio::spawn(conn);
+            return Ok(sender);
+        }
+        let conn: ConnFuture = Box::pin(conn);
         let waker = {
             let mut state = lock(&self.state);
             state.opened.push(conn);
