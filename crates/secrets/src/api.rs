@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,8 +17,11 @@ use moat_policy::secret_access::PolicyDoc;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::audit::AuditLog;
 use crate::error::SecretError;
 use crate::master::MasterKey;
+use crate::seal::Keyring;
+use crate::store::Store;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,10 +141,7 @@ pub struct Payload {
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Payload")
-            .field("version", &self.version)
-            .field("len", &self.data.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Payload").field("version", &self.version).field("len", &self.data.len()).finish_non_exhaustive()
     }
 }
 
@@ -157,12 +157,21 @@ pub struct Page<T> {
 /// The store of one project, with its authorization and audit. Cheap to clone.
 #[derive(Clone)]
 pub struct Secrets {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    project: arc_swap::ArcSwap<Project>,
-    changes: watch::Sender<u64>,
+pub(crate) struct Inner {
+    pub(crate) project: arc_swap::ArcSwap<Project>,
+    pub(crate) changes: watch::Sender<u64>,
+    pub(crate) dir: PathBuf,
+    pub(crate) store: Store,
+    /// The master key the store's data keys are wrapped under.
+    pub(crate) keys: arc_swap::ArcSwap<Keyring>,
+    /// Shared by every call that seals or unseals, exclusive for a master key rotation: a read
+    /// snapshot and the key it is opened with always agree.
+    pub(crate) rotation: std::sync::RwLock<()>,
+    pub(crate) audit: AuditLog,
+    pub(crate) admin_token: Zeroizing<String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -171,34 +180,28 @@ impl fmt::Debug for Secrets {
     }
 }
 
-fn unbuilt<T>() -> Result<T, SecretError> {
-    Err(SecretError::Internal("the secret store is being built".into()))
-}
-
-fn unbuilt_path() -> std::path::PathBuf {
-    std::path::PathBuf::new()
-}
-
 impl Secrets {
     /// Opens (creating if missing) the store under `dir` (`STATE/secrets`): `secrets.redb`
     /// and `audit.jsonl`. Project IAM and groups come from `project` (replace with
     /// [`Secrets::set_project`] on reload).
+    ///
+    /// A store whose data keys are wrapped under another master key is refused with a message
+    /// naming both key ids, unless `DIR/master.key.next` holds that key: then an interrupted
+    /// rotation is completed (the next key is renamed over `DIR/master.key`) and used.
     pub fn open(dir: &Path, master: MasterKey, project: Arc<Project>) -> Result<Self, SecretError> {
-        let _ = (dir, master);
-        let (changes, _) = watch::channel(0);
-        Ok(Self { inner: Arc::new(Inner { project: arc_swap::ArcSwap::new(project), changes }) })
+        let inner = crate::open::open(dir, master, project)?;
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// `STATE/secrets/admin.token`: the local admin credential (a bearer token), created with
     /// mode 0600 by [`Secrets::open`] when missing. The CLI reads it; nothing else should.
     pub fn admin_token_path(&self) -> std::path::PathBuf {
-        unbuilt_path()
+        self.inner.dir.join(crate::open::ADMIN_TOKEN_FILE)
     }
 
     /// Whether `token` is the admin credential (constant-time comparison).
     pub fn is_admin_token(&self, token: &str) -> bool {
-        let _ = token;
-        false
+        aws_lc_rs::constant_time::verify_slices_are_equal(token.as_bytes(), self.inner.admin_token.as_bytes()).is_ok()
     }
 
     pub fn set_project(&self, project: Arc<Project>) {
@@ -221,19 +224,31 @@ impl Secrets {
         self.inner.changes.subscribe()
     }
 
+    /// The audit log (`DIR/audit.jsonl`).
+    pub fn audit_path(&self) -> PathBuf {
+        self.inner.audit.path().to_owned()
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     pub fn create_secret(
         &self,
         caller: &Caller,
         id: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<SecretInfo, SecretError> {
-        let _ = (caller, id, labels);
-        unbuilt()
+        let mut ev = self.inner.event("createSecret", self.inner.secret_name(id), true);
+        let r = self.inner.create_secret(caller, id, labels, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     pub fn get_secret(&self, caller: &Caller, id: &str) -> Result<SecretInfo, SecretError> {
-        let _ = (caller, id);
-        unbuilt()
+        let mut ev = self.inner.event("getSecret", self.inner.secret_name(id), false);
+        let r = self.inner.get_secret(caller, id, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// Secrets in id order. `page_token` is the opaque token of a previous page.
@@ -243,8 +258,9 @@ impl Secrets {
         page_size: usize,
         page_token: &str,
     ) -> Result<Page<SecretInfo>, SecretError> {
-        let _ = (caller, page_size, page_token);
-        unbuilt()
+        let mut ev = self.inner.event("listSecrets", self.inner.project_name(), false);
+        let r = self.inner.list_secrets(caller, page_size, page_token, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// Replaces the labels (`PATCH ...?updateMask=labels`).
@@ -254,14 +270,16 @@ impl Secrets {
         id: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<SecretInfo, SecretError> {
-        let _ = (caller, id, labels);
-        unbuilt()
+        let mut ev = self.inner.event("updateSecret", self.inner.secret_name(id), true);
+        let r = self.inner.update_labels(caller, id, labels, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// Deletes the secret and every version (payloads wiped). `etag`, when given, must match.
     pub fn delete_secret(&self, caller: &Caller, id: &str, etag: Option<&str>) -> Result<(), SecretError> {
-        let _ = (caller, id, etag);
-        unbuilt()
+        let mut ev = self.inner.event("deleteSecret", self.inner.secret_name(id), true);
+        let r = self.inner.delete_secret(caller, id, etag, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// Adds a version. `crc32c`, when the client sent one, must match the data (else
@@ -273,13 +291,15 @@ impl Secrets {
         data: &[u8],
         crc32c: Option<u32>,
     ) -> Result<VersionInfo, SecretError> {
-        let _ = (caller, id, data, crc32c);
-        unbuilt()
+        let mut ev = self.inner.event("addVersion", self.inner.secret_name(id), true);
+        let r = self.inner.add_version(caller, id, data, crc32c, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     pub fn get_version(&self, caller: &Caller, id: &str, version: Selector) -> Result<VersionInfo, SecretError> {
-        let _ = (caller, id, version);
-        unbuilt()
+        let mut ev = self.inner.event("getVersion", self.inner.version_name(id, version), false);
+        let r = self.inner.get_version(caller, id, version, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// Versions, newest first (as Secret Manager lists them).
@@ -290,16 +310,18 @@ impl Secrets {
         page_size: usize,
         page_token: &str,
     ) -> Result<Page<VersionInfo>, SecretError> {
-        let _ = (caller, id, page_size, page_token);
-        unbuilt()
+        let mut ev = self.inner.event("listVersions", self.inner.secret_name(id), false);
+        let r = self.inner.list_versions(caller, id, page_size, page_token, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// The payload of an ENABLED version; FAILED_PRECONDITION for DISABLED or DESTROYED
     /// (`latest` never falls back to an older version). A payload that fails to open (tampered
     /// on disk) is DATA_LOSS and audited as such.
     pub fn access(&self, caller: &Caller, id: &str, version: Selector) -> Result<Payload, SecretError> {
-        let _ = (caller, id, version);
-        unbuilt()
+        let mut ev = self.inner.event("access", self.inner.version_name(id, version), false);
+        let r = self.inner.access(caller, id, version, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// enable / disable / destroy. Destroy wipes the payload and is final; enabling or
@@ -312,14 +334,21 @@ impl Secrets {
         state: VersionState,
         etag: Option<&str>,
     ) -> Result<VersionInfo, SecretError> {
-        let _ = (caller, id, version, state, etag);
-        unbuilt()
+        let action = match state {
+            VersionState::Enabled => "enableVersion",
+            VersionState::Disabled => "disableVersion",
+            VersionState::Destroyed => "destroyVersion",
+        };
+        let mut ev = self.inner.event(action, self.inner.version_name(id, version), true);
+        let r = self.inner.set_state(caller, id, version, state, etag, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// The secret's policy and its etag.
     pub fn get_iam_policy(&self, caller: &Caller, id: &str) -> Result<(PolicyDoc, String), SecretError> {
-        let _ = (caller, id);
-        unbuilt()
+        let mut ev = self.inner.event("getIamPolicy", self.inner.secret_name(id), false);
+        let r = self.inner.get_iam_policy(caller, id, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// Replaces the policy; `etag`, when given, must be the current one (else ABORTED).
@@ -331,33 +360,54 @@ impl Secrets {
         policy: PolicyDoc,
         etag: Option<&str>,
     ) -> Result<(PolicyDoc, String), SecretError> {
-        let _ = (caller, id, policy, etag);
-        unbuilt()
+        let mut ev = self.inner.event("setIamPolicy", self.inner.secret_name(id), true);
+        let r = self.inner.set_iam_policy(caller, id, policy, etag, &mut ev);
+        self.inner.finish(caller, ev, r)
     }
 
     /// The subset of `permissions` the caller holds on the secret (unknown names dropped).
+    /// Answers the same whether or not the secret exists (a missing secret is judged on the
+    /// project's policy alone), so it cannot be used to probe for secrets.
     pub fn test_iam_permissions(
         &self,
         caller: &Caller,
         id: &str,
         permissions: &[String],
     ) -> Result<Vec<String>, SecretError> {
-        let _ = (caller, id, permissions);
-        unbuilt()
+        let ev = self.inner.event("testIamPermissions", self.inner.secret_name(id), false);
+        let r = self.inner.test_iam_permissions(caller, id, permissions);
+        self.inner.finish(caller, ev, r)
     }
 
     /// `moat up`'s seeding of a secret declared in moat.yaml: create it if missing, set the
     /// declared policy (moat.yaml wins over API changes, like Terraform), and add `seed` as
     /// version 1 when the secret has no versions. Audited as `admin`.
     pub fn ensure_declared(&self, id: &str, policy: &PolicyDoc, seed: Option<&[u8]>) -> Result<(), SecretError> {
-        let _ = (id, policy, seed);
-        unbuilt()
+        let mut ev = self.inner.event("ensureDeclared", self.inner.secret_name(id), true);
+        let r = self.inner.ensure_declared(id, policy, seed, &mut ev);
+        self.inner.finish(&Caller::Admin, ev, r)
     }
 
     /// Re-wraps every data key under `new` (payloads untouched), then makes `new` current.
     /// Returns the number of versions re-wrapped. The caller persists the new key first.
     pub fn rotate_master(&self, new: MasterKey) -> Result<usize, SecretError> {
-        let _ = new;
-        unbuilt()
+        let mut ev = self.inner.event("rotateMasterKey", self.inner.project_name(), true);
+        let r = self.inner.rotate_master(&new, &mut ev);
+        self.inner.finish(&Caller::Admin, ev, r)
+    }
+
+    /// Rotates the key file `DIR/master.key`: generates a key, saves it as
+    /// `DIR/master.key.next` (0600, fsynced), re-wraps every data key under it in one
+    /// transaction, then renames the next file over `DIR/master.key`. A crash at any step
+    /// leaves a store that opens (see [`Secrets::open`] and docs/SECRETS.md). Refused when the
+    /// key comes from `MOAT_MASTER_KEY`. Returns the number of versions re-wrapped.
+    pub fn rotate_master_key_file(&self) -> Result<usize, SecretError> {
+        let mut ev = self.inner.event("rotateMasterKeyFile", self.inner.project_name(), true);
+        let r = crate::open::rotate_key_file(
+            &self.inner,
+            std::env::var_os(crate::master::MASTER_KEY_ENV).is_some(),
+            &mut ev,
+        );
+        self.inner.finish(&Caller::Admin, ev, r)
     }
 }

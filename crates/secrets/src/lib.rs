@@ -18,13 +18,19 @@ pub mod audit;
 mod error;
 pub mod master;
 mod names;
+mod open;
+mod ops;
 mod seal;
 pub mod store;
 
 pub use api::{Caller, Page, Payload, SecretInfo, Secrets, Selector, VersionInfo, VersionState};
 pub use error::SecretError;
 pub use master::{MasterKey, MasterKeyError};
-pub use names::{SecretName, parse_secret_name, parse_version_name};
+pub use names::{SecretName, parse_secret_name, parse_version_name, valid_secret_id};
+pub use open::ADMIN_TOKEN_FILE;
 
 /// The largest payload Secret Manager accepts.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests;
