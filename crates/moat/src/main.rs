@@ -8,6 +8,7 @@ mod identity;
 mod keys;
 mod project_dir;
 mod reload;
+mod secrets_cli;
 mod serve;
 mod serve_identity;
 mod token;
@@ -43,6 +44,9 @@ enum Command {
     Token(token::Args),
     /// Manage the project's signing keys.
     Keys(keys::Args),
+    /// The project's secrets, through the running moat's Secret Manager API: create, add a
+    /// version (from stdin), access, list, enable/disable/destroy, IAM.
+    Secrets(secrets_cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::ServeIdentity(args) => serve_identity::run(args),
         Command::Token(args) => token::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Secrets(args) => secrets_cli::run(args),
     };
     status.into()
 }

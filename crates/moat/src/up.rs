@@ -99,6 +99,7 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
     let config = Config {
         project: Arc::new(project),
         project_dir: dir.to_path_buf(),
+        state_dir: state.clone(),
         identity,
         sink: Arc::new(sink),
         start_workloads: mode == Mode::Up,
@@ -107,6 +108,11 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
     };
     let project = Arc::clone(&config.project);
     let runtime = Runtime::start(config).await.map_err(|e| RunError::Start(e.to_string()))?;
+    // Where `moat secrets` finds this moat's Secret Manager API; removed when moat stops.
+    let _endpoint = match runtime.listener("secrets") {
+        Some(addr) => Some(crate::secrets_cli::EndpointFile::write(&state, addr).map_err(RunError::Start)?),
+        None => None,
+    };
     print_listeners(&project, &runtime, mode).map_err(stdout_error)?;
 
     let tty = std::io::stderr().is_terminal();

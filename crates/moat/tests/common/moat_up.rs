@@ -1,0 +1,131 @@
+//! A `moat up` child process on a project written to a temporary directory, for the secret
+//! store tests: started, read until `ready:`, stopped with SIGTERM or killed with SIGKILL.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::listeners::listener_addr;
+
+/// A project directory under the system temp dir, removed when dropped.
+pub struct TempProject {
+    pub dir: PathBuf,
+}
+
+impl TempProject {
+    /// A project with no services: the secret store and its API are all there is.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("moat-{name}-{}-{}", std::process::id(), nanos()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("moat.yaml"),
+            "project: {id: sec-proj, number: '200000000002', region: us-central1}\nlisteners:\n  internet: 127.0.0.1:0\n",
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join(".moat")
+    }
+}
+
+impl Drop for TempProject {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// A running `moat up`; killed if still running when dropped.
+pub struct Up {
+    pub child: Child,
+    pub stdout: Vec<String>,
+    /// The `secrets` listener from the printed table.
+    pub secrets: SocketAddr,
+}
+
+impl Up {
+    /// Starts `moat up PROJECT` (stderr to `stderr`) and waits for its `ready:` line.
+    pub fn start(project: &Path, stderr: &Path) -> Self {
+        let err = std::fs::File::create(stderr).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
+            .arg("up")
+            .arg(project)
+            .env_remove("MOAT_MASTER_KEY")
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("moat starts");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stdout = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    let done = line.starts_with("ready:");
+                    stdout.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "moat up printed no `ready:` line within 30 s:\n{}\nstderr:\n{}",
+                        stdout.join("\n"),
+                        std::fs::read_to_string(stderr).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        let secrets = listener_addr(&stdout, "secrets");
+        Self { child, stdout, secrets }
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 15 s); returns whether it exited with status 0.
+    pub fn stop(&mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
