@@ -4,6 +4,7 @@
 //! The front door and `moat explain` call the same functions, so what `explain` says is what
 //! the gateway does.
 
+pub mod armor;
 pub mod authn;
 pub mod authz;
 pub mod check;

@@ -1,0 +1,163 @@
+//! Preconfigured WAF rule sets, as far as a policy names them: which set names and signature ids
+//! exist (spec/armor.md §4.1) and which tuning is valid (§4.2). Evaluating them is the WAF
+//! issue's; until then a policy that uses them refuses to load (fail closed).
+
+/// The rule-set families of the CRS 3.3 sets (`-v33-stable`, `-v33-canary`).
+const V33_FAMILIES: &[&str] = &[
+    "sqli",
+    "xss",
+    "lfi",
+    "rfi",
+    "rce",
+    "methodenforcement",
+    "scannerdetection",
+    "protocolattack",
+    "php",
+    "sessionfixation",
+    "java",
+    "nodejs",
+];
+
+/// The families of the legacy CRS 3.0 sets (`-stable`, `-canary`).
+const V30_FAMILIES: &[&str] = &[
+    "sqli",
+    "xss",
+    "lfi",
+    "rfi",
+    "rce",
+    "methodenforcement",
+    "scannerdetection",
+    "protocolattack",
+    "php",
+    "sessionfixation",
+];
+
+/// The families of the CRS 4.22 sets (`-v422-stable`, `-v422-canary`); CRS 4 renamed 934 to
+/// `generic` and has no `nodejs`.
+const V422_FAMILIES: &[&str] = &[
+    "sqli",
+    "xss",
+    "lfi",
+    "rfi",
+    "rce",
+    "methodenforcement",
+    "scannerdetection",
+    "protocolattack",
+    "php",
+    "sessionfixation",
+    "java",
+    "generic",
+];
+
+/// A preconfigured rule set named in an expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RuleSet {
+    /// The signature-id suffix of the family (`sqli` for `json-sqli-canary`, `cve` for
+    /// `cve-canary`).
+    pub family: &'static str,
+}
+
+/// Looks a set name up. The error says what the valid names look like.
+pub(crate) fn rule_set(name: &str) -> Result<RuleSet, String> {
+    let lookup = |families: &'static [&'static str], family: &str| families.iter().copied().find(|f| *f == family);
+    let family = if name == "cve-canary" {
+        Some("cve")
+    } else if name == "json-sqli-canary" {
+        Some("sqli")
+    } else if let Some(f) = name.strip_suffix("-v33-stable").or_else(|| name.strip_suffix("-v33-canary")) {
+        lookup(V33_FAMILIES, f)
+    } else if let Some(f) = name.strip_suffix("-v422-stable").or_else(|| name.strip_suffix("-v422-canary")) {
+        lookup(V422_FAMILIES, f)
+    } else if let Some(f) = name.strip_suffix("-stable").or_else(|| name.strip_suffix("-canary")) {
+        lookup(V30_FAMILIES, f)
+    } else {
+        None
+    };
+    family.map(|family| RuleSet { family }).ok_or_else(|| {
+        format!(
+            "`{name}` is not a preconfigured WAF rule set; names look like `sqli-v33-stable`, `xss-v422-canary`, \
+             `lfi-stable`, `cve-canary` or `json-sqli-canary`"
+        )
+    })
+}
+
+/// Checks a signature id against its set: `owasp-crs-v030301-id942100-sqli` (the version part is
+/// missing in `json-sqli-canary`'s `owasp-crs-id942550-sqli`).
+pub(crate) fn check_signature_id(set: &RuleSet, set_name: &str, id: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "`{id}` is not a signature id of `{set_name}`; ids look like `owasp-crs-v030301-id942100-{}`",
+            set.family
+        )
+    };
+    let rest = id.strip_prefix("owasp-crs-").ok_or_else(bad)?;
+    let rest = match rest.strip_prefix('v') {
+        Some(r) => {
+            let (version, r) = r.split_at_checked(6).ok_or_else(bad)?;
+            if !version.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            r.strip_prefix('-').ok_or_else(bad)?
+        }
+        None => rest,
+    };
+    let rest = rest.strip_prefix("id").ok_or_else(bad)?;
+    let (number, suffix) = rest.split_at_checked(6).ok_or_else(bad)?;
+    if !number.bytes().all(|b| b.is_ascii_digit()) || suffix.strip_prefix('-') != Some(set.family) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Sensitivity is the CRS paranoia level, 0 to 4; 0 enables nothing by default and is required
+/// with `opt_in_rule_ids`.
+pub(crate) fn check_tuning(sensitivity: Option<i64>, opt_in: usize, opt_out: usize) -> Result<(), String> {
+    if let Some(s) = sensitivity
+        && !(0..=4).contains(&s)
+    {
+        return Err(format!("sensitivity `{s}` is out of range; use 0 to 4 (the CRS paranoia level)"));
+    }
+    if opt_in > 0 && opt_out > 0 {
+        return Err("use either `opt_in_rule_ids` or `opt_out_rule_ids`, not both".to_owned());
+    }
+    if opt_in > 0 && sensitivity != Some(0) {
+        return Err("`opt_in_rule_ids` needs `'sensitivity': 0`".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_names() {
+        for ok in
+            ["sqli-v33-stable", "xss-v33-canary", "lfi-stable", "java-v422-stable", "cve-canary", "json-sqli-canary"]
+        {
+            assert!(rule_set(ok).is_ok(), "{ok}");
+        }
+        for bad in ["sqli", "sqli-v34-stable", "java-stable", "nodejs-v422-stable", "SQLI-v33-stable", ""] {
+            assert!(rule_set(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signature_ids() {
+        let sqli = RuleSet { family: "sqli" };
+        assert!(check_signature_id(&sqli, "sqli-v33-stable", "owasp-crs-v030301-id942100-sqli").is_ok());
+        assert!(check_signature_id(&sqli, "json-sqli-canary", "owasp-crs-id942550-sqli").is_ok());
+        assert!(check_signature_id(&sqli, "sqli-v33-stable", "owasp-crs-v030301-id942100-xss").is_err());
+        assert!(check_signature_id(&sqli, "sqli-v33-stable", "owasp-crs-v0303-id942100-sqli").is_err());
+        assert!(check_signature_id(&sqli, "sqli-v33-stable", "942100").is_err());
+    }
+
+    #[test]
+    fn tuning() {
+        assert!(check_tuning(Some(4), 0, 2).is_ok());
+        assert!(check_tuning(Some(0), 2, 0).is_ok());
+        assert!(check_tuning(Some(5), 0, 0).is_err());
+        assert!(check_tuning(Some(1), 1, 0).is_err());
+        assert!(check_tuning(Some(0), 1, 1).is_err());
+    }
+}
