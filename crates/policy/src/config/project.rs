@@ -6,10 +6,10 @@ use ipnet::IpNet;
 
 use crate::config::diag::{ConfigError, FileCtx};
 use crate::config::iam::lower_policy;
-use crate::config::raw::{RawListeners, RawMoat, RawRun};
+use crate::config::raw::{RawListeners, RawMoat, RawRun, RawSeed};
 use crate::model::{
     Acceptance, Binding, Connector, DomainMapping, EPHEMERAL_LISTENER, Group, IamPolicy, LbRoute, LbScheme, Listeners,
-    LoadBalancer, Member, MemberRef, Network, NetworkRef, Perimeter, Project, RunSpec, RunTarget, Secret,
+    LoadBalancer, Member, MemberRef, Network, NetworkRef, Perimeter, Project, RunSpec, RunTarget, Secret, Seed,
     ServiceAccount, SharedVpc, Subnet, default_compute_sa,
 };
 use crate::request::GoogleProduct;
@@ -230,7 +230,9 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         let source = ctx.at(&s.referenced);
         let name = s.value.name.value;
         let iam = s.value.iam.map(|p| lower_policy(ctx, p, errs)).unwrap_or_default();
-        if project.secrets.insert(name.clone(), Secret { name: name.clone(), iam, source: source.clone() }).is_some() {
+        let seed = s.value.seed.and_then(|seed| lower_seed(ctx, seed, errs));
+        let secret = Secret { name: name.clone(), iam, seed, source: source.clone() };
+        if project.secrets.insert(name.clone(), secret).is_some() {
             errs.push(ctx.error(&source, format!("secret `{name}` is declared twice"), "keep one entry per secret"));
         }
     }
@@ -431,9 +433,71 @@ fn lower_listeners(ctx: &FileCtx, project: &Project, raw: RawListeners, errs: &m
     out
 }
 
+/// `seed: random` or `seed: {file: PATH}`. The file is not read here: only `moat up` reads it,
+/// so `explain` and `check` never touch seed contents.
+fn lower_seed(ctx: &FileCtx, seed: serde_saphyr::Spanned<RawSeed>, errs: &mut Vec<ConfigError>) -> Option<Seed> {
+    let at = ctx.at(&seed.referenced);
+    match seed.value {
+        RawSeed::Word(w) if w == "random" => Some(Seed::Random),
+        RawSeed::Word(w) => {
+            errs.push(ctx.error(
+                &at,
+                format!("seed `{w}` is not known"),
+                "use `seed: random` (32 random bytes) or `seed: {file: PATH}` (relative to the project directory)",
+            ));
+            None
+        }
+        RawSeed::File(f) if f.value.trim().is_empty() => {
+            errs.push(ctx.error(
+                &ctx.at(&f.referenced),
+                "the seed file path is empty",
+                "name a file relative to the project directory, e.g. `seed: {file: seeds/api-key.txt}`",
+            ));
+            None
+        }
+        RawSeed::File(f) => Some(Seed::File { path: f.value.into(), source: ctx.at(&f.referenced) }),
+    }
+}
+
 #[cfg(test)]
+#[expect(clippy::panic, reason = "tests fail on an input that does not load")]
 mod tests {
     use super::upstream_url;
+    use crate::model::Seed;
+    use crate::source::SourceFile;
+
+    fn load(moat_extra: &str) -> Result<crate::Project, Vec<String>> {
+        let text = format!("project:\n  id: p\n  number: \"1\"\n  region: r\n{moat_extra}");
+        crate::load(&[SourceFile { path: "moat.yaml".into(), text }])
+            .map_err(|e| e.errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn seeds_are_random_or_a_file_and_nothing_else() {
+        let p =
+            load("secrets:\n  - name: a\n    seed: random\n  - name: b\n    seed: {file: seeds/b.txt}\n  - name: c\n")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(p.secrets.get("a").and_then(|s| s.seed.clone()), Some(Seed::Random));
+        match p.secrets.get("b").and_then(|s| s.seed.clone()) {
+            Some(Seed::File { path, source }) => {
+                assert_eq!(path, std::path::Path::new("seeds/b.txt"));
+                assert_eq!(source.line, 9);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.secrets.get("c").and_then(|s| s.seed.clone()), None);
+        let cases = [
+            ("seed: randomly", "moat.yaml:7:11: seed `randomly` is not known"),
+            ("seed: {path: x}", "moat.yaml:7:11: unknown field `path` in `seed`"),
+            ("seed: {file: \"\"}", "moat.yaml:7:18: the seed file path is empty"),
+            ("seed: {}", "missing field `file`"),
+            ("seed: [a]", "moat.yaml:7"),
+        ];
+        for (seed, want) in cases {
+            let errs = load(&format!("secrets:\n  - name: a\n    {seed}\n")).err().unwrap_or_default();
+            assert!(errs.iter().any(|e| e.contains(want)), "{seed}: {errs:?}");
+        }
+    }
 
     #[test]
     fn upstream_urls_need_scheme_host_and_port() {

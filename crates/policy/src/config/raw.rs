@@ -221,6 +221,47 @@ pub struct RawSecret {
     pub name: Spanned<String>,
     #[serde(default)]
     pub iam: Option<RawPolicy>,
+    /// Version 1 for `moat up` when the secret has none: `random` or `{file: PATH}`.
+    #[serde(default)]
+    pub seed: Option<Spanned<RawSeed>>,
+}
+
+/// `seed: random` or `seed: {file: PATH}`.
+#[derive(Debug)]
+pub enum RawSeed {
+    Word(String),
+    File(Spanned<String>),
+}
+
+impl<'de> Deserialize<'de> for RawSeed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSeed;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`random` or `{file: PATH}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSeed, E> {
+                Ok(RawSeed::Word(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawSeed, A::Error> {
+                let mut file = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "file" {
+                        return Err(de::Error::custom(format_args!(
+                            "unknown field `{key}` in `seed`: write `seed: random` or `seed: {{file: PATH}}`"
+                        )));
+                    }
+                    if file.is_some() {
+                        return Err(de::Error::duplicate_field("file"));
+                    }
+                    file = Some(map.next_value::<Spanned<String>>()?);
+                }
+                file.map(RawSeed::File).ok_or_else(|| de::Error::missing_field("file"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,12 +415,16 @@ pub struct KSecretVolume {
     pub secret_name: String,
     #[serde(default)]
     pub items: Vec<KItem>,
+    #[serde(default)]
+    pub default_mode: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct KItem {
     pub key: Str,
     pub path: String,
+    #[serde(default)]
+    pub mode: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -506,10 +551,13 @@ pub struct V2Volume {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct V2SecretVolume {
     pub secret: String,
     #[serde(default)]
     pub items: Vec<V2Item>,
+    #[serde(default)]
+    pub default_mode: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -517,6 +565,8 @@ pub struct V2Item {
     pub path: String,
     #[serde(default)]
     pub version: Option<Str>,
+    #[serde(default)]
+    pub mode: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -168,16 +168,25 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
             let src = ctx.at(&v.referenced);
             let v = v.value;
             let s = v.secret?;
-            let (files, paths) = if s.items.is_empty() {
-                (vec![resolve(&s.secret_name, "latest".to_owned())], vec![s.secret_name.clone()])
+            let default_mode = file_mode(ctx, s.default_mode.as_ref(), &src, errs);
+            let (files, paths, modes) = if s.items.is_empty() {
+                (vec![resolve(&s.secret_name, "latest".to_owned())], vec![s.secret_name.clone()], vec![None])
             } else {
-                s.items.into_iter().map(|it| (resolve(&s.secret_name, it.key.0), it.path)).unzip()
+                let mut out = (Vec::new(), Vec::new(), Vec::new());
+                for it in s.items {
+                    out.2.push(file_mode(ctx, it.mode.as_ref(), &src, errs));
+                    out.0.push(resolve(&s.secret_name, it.key.0));
+                    out.1.push(it.path);
+                }
+                out
             };
             Some(SecretVolume {
                 mount_path: mounts.get(&v.name).cloned().flatten(),
                 name: v.name,
                 files,
                 paths,
+                modes,
+                default_mode,
                 source: src,
             })
         })
@@ -319,18 +328,27 @@ pub(crate) fn lower_v2(ctx: &FileCtx, v: V2Service, project: &Project, errs: &mu
             let src = ctx.at(&vol.referenced);
             let vol = vol.value;
             let s = vol.secret?;
-            let (files, paths) = if s.items.is_empty() {
+            let default_mode = file_mode(ctx, s.default_mode.as_ref(), &src, errs);
+            let (files, paths, modes) = if s.items.is_empty() {
                 let r = resolve(&s.secret, None);
                 let path = r.secret.clone();
-                (vec![r], vec![path])
+                (vec![r], vec![path], vec![None])
             } else {
-                s.items.into_iter().map(|it| (resolve(&s.secret, it.version), it.path)).unzip()
+                let mut out = (Vec::new(), Vec::new(), Vec::new());
+                for it in s.items {
+                    out.2.push(file_mode(ctx, it.mode.as_ref(), &src, errs));
+                    out.0.push(resolve(&s.secret, it.version));
+                    out.1.push(it.path);
+                }
+                out
             };
             Some(SecretVolume {
                 mount_path: mounts.get(&vol.name).cloned().flatten(),
                 name: vol.name,
                 files,
                 paths,
+                modes,
+                default_mode,
                 source: src,
             })
         })
@@ -365,6 +383,24 @@ pub(crate) fn lower_v2(ctx: &FileCtx, v: V2Service, project: &Project, errs: &mu
         tags,
         iam: IamPolicy::default(),
     })
+}
+
+/// A secret volume's `defaultMode` or an item's `mode`: permission bits as a decimal number
+/// (`292` for 0444), as the API and gcloud write them. 0 means unset.
+fn file_mode(ctx: &FileCtx, mode: Option<&Str>, at: &SourceRef, errs: &mut Vec<ConfigError>) -> Option<u32> {
+    let text = &mode?.0;
+    match text.parse::<u32>() {
+        Ok(0) => None,
+        Ok(m) if m <= 0o777 => Some(m),
+        _ => {
+            errs.push(ctx.error(
+                at,
+                format!("secret volume file mode `{text}` is not a file mode"),
+                "write the permission bits as a decimal number from 0 to 511, e.g. 292 for 0444 or 256 for 0400",
+            ));
+            None
+        }
+    }
 }
 
 fn bad_ingress(ctx: &FileCtx, v: &Spanned<Str>) -> ConfigError {
@@ -513,4 +549,42 @@ fn service_urls(name: &str, number: &str, region: &str, listed: Vec<String>) -> 
         }
     }
     urls
+}
+
+#[cfg(test)]
+#[expect(clippy::panic, reason = "tests fail on an input that does not load")]
+mod tests {
+    use crate::model::{Project, SecretVolume};
+    use crate::source::SourceFile;
+
+    fn load(file: &str, text: &str) -> Result<Project, Vec<String>> {
+        let files = [
+            SourceFile { path: "moat.yaml".into(), text: "project: {id: p, number: '1', region: r}\n".into() },
+            SourceFile { path: file.into(), text: text.into() },
+        ];
+        crate::load(&files).map_err(|e| e.errors.iter().map(ToString::to_string).collect())
+    }
+
+    fn volume(file: &str, text: &str) -> SecretVolume {
+        let p = load(file, text).unwrap_or_else(|e| panic!("{e:?}"));
+        p.services.values().next().and_then(|s| s.volumes.first()).cloned().unwrap_or_else(|| panic!("no volume"))
+    }
+
+    #[test]
+    fn secret_file_modes_follow_items_then_default_mode_then_0444_never_writable() {
+        let v1 = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  template:\n    spec:\n      containers:\n      - image: i\n        volumeMounts:\n        - {name: v, mountPath: /s}\n      volumes:\n      - name: v\n        secret:\n          secretName: k\n          defaultMode: 438\n          items:\n          - {key: latest, path: a, mode: 256}\n          - {key: '2', path: b}\n";
+        let vol = volume("services/s.yaml", v1);
+        // 0400 as written; 0666 (defaultMode) loses its write bits.
+        assert_eq!((vol.file_mode(0), vol.file_mode(1)), (0o400, 0o444));
+        assert_eq!(vol.mount_path.as_deref(), Some("/s"));
+        let v2 = r#"{"name": "t", "template": {"containers": [{"image": "i", "volumeMounts": [{"name": "v", "mountPath": "/s"}]}], "volumes": [{"name": "v", "secret": {"secret": "k", "defaultMode": 0}}]}}"#;
+        let vol = volume("services/t.json", v2);
+        assert_eq!(vol.paths, ["k"]);
+        assert_eq!(vol.file_mode(0), 0o444);
+        let errs = load("services/t.json", &v2.replace("\"defaultMode\": 0", "\"defaultMode\": 1000")).err();
+        assert!(
+            errs.iter().flatten().any(|e| e.contains("services/t.json:1:") && e.contains("file mode `1000`")),
+            "{errs:?}"
+        );
+    }
 }

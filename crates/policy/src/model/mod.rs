@@ -7,7 +7,7 @@ pub mod service;
 pub use iam::{Binding, Condition, IamPolicy, Member, MemberRef};
 pub use project::{
     Acceptance, Connector, DEFAULT_INTERNET_LISTENER, DomainMapping, EPHEMERAL_LISTENER, Group, LbRoute, LbScheme,
-    Listeners, LoadBalancer, Network, Perimeter, Project, RunSpec, RunTarget, Secret, ServiceAccount, SharedVpc,
+    Listeners, LoadBalancer, Network, Perimeter, Project, RunSpec, RunTarget, Secret, Seed, ServiceAccount, SharedVpc,
     Subnet, default_compute_sa,
 };
 pub use service::{

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 
@@ -97,12 +98,25 @@ pub struct Group {
     pub source: SourceRef,
 }
 
-/// Secret metadata (never values): name and the secret's own IAM policy.
+/// Secret metadata (never values): name, the secret's own IAM policy and how `moat up` seeds it.
 #[derive(Debug, Clone)]
 pub struct Secret {
     pub name: String,
     pub iam: IamPolicy,
+    /// Version 1 when `moat up` finds the secret without versions; `None` leaves it empty.
+    pub seed: Option<Seed>,
     pub source: SourceRef,
+}
+
+/// Where a declared secret's first version comes from (`seed:` in moat.yaml). Only `moat up`
+/// acts on it; `explain` and `check` never read a seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seed {
+    /// `seed: random`: 32 random bytes, base64url, generated on the first `moat up`.
+    Random,
+    /// `seed: {file: PATH}`: the file's content. `path` is as written, relative to the project
+    /// directory.
+    File { path: PathBuf, source: SourceRef },
 }
 
 /// How `moat up` runs a service locally, or where `moat serve` finds it.

@@ -155,7 +155,20 @@ pub struct SecretVolume {
     /// One entry per file: the version it holds and its path under the mount.
     pub files: Vec<SecretRef>,
     pub paths: Vec<String>,
+    /// Each file's own `mode` (`items[].mode`), `None` when unset or 0.
+    pub modes: Vec<Option<u32>>,
+    /// `defaultMode`, `None` when unset or 0 (Cloud Run then uses 0444).
+    pub default_mode: Option<u32>,
     pub source: SourceRef,
+}
+
+impl SecretVolume {
+    /// The permission bits of file `i`: its own mode, else `defaultMode`, else 0444, with
+    /// Cloud Run's umask 0222 applied, so a mounted secret is never writable.
+    pub fn file_mode(&self, i: usize) -> u32 {
+        let mode = self.modes.get(i).copied().flatten().or(self.default_mode).unwrap_or(0o444);
+        mode & 0o777 & !0o222
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,8 +1,10 @@
 //! The environment an instance starts with: the Cloud Run container contract (spec/cloudrun.md
 //! §3.4: `PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`), its own metadata server, its
-//! egress through the front door, and the plain env values of its service spec.
+//! egress through the front door, moat's Secret Manager API and its secret mounts, and the env
+//! values of its service spec (secret ones read at start by `inject`).
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use moat_policy::model::{EnvValue, Project, Service};
 
@@ -34,9 +36,11 @@ pub struct Contract {
     pub proxy: Option<SocketAddr>,
     /// `(MOAT_URL_<SERVICE>, URL)` for every service of the project.
     pub urls: Vec<(String, String)>,
-    /// The literal env values of the service spec. Secret env values are not here: the secret
-    /// store is not built yet, and moat never fakes a secret.
+    /// The literal env values of the service spec. Secret env values are not here: they are
+    /// read from the store each time an instance starts (`inject`).
     pub plain: Vec<(String, String)>,
+    /// `MOAT_SECRETMANAGER_ENDPOINT`: moat's Secret Manager API (`http://ADDR`).
+    pub secrets_endpoint: Option<String>,
 }
 
 impl Contract {
@@ -55,15 +59,22 @@ impl Contract {
                     EnvValue::Secret(_) => None,
                 })
                 .collect(),
+            secrets_endpoint: None,
         }
     }
 
-    /// Every variable the instance gets on `port`, in the order they are set: the service's own
-    /// values first, so that the contract's reserved names always win (Cloud Run refuses to
-    /// deploy a service that sets them).
-    pub fn vars(&self, port: u16) -> Vec<(String, String)> {
+    /// Every variable the instance gets on `port` with its secret mounts at `mount_root`, in
+    /// the order they are set: the service's own values first, so that the contract's reserved
+    /// names always win (Cloud Run refuses to deploy a service that sets them).
+    pub fn vars(&self, port: u16, mount_root: &Path) -> Vec<(String, String)> {
         let mut out = self.plain.clone();
-        out.extend(self.urls.iter().cloned());
+        out.extend(self.contract_vars(port, mount_root));
+        out
+    }
+
+    /// The variables moat sets, without the service spec's.
+    fn contract_vars(&self, port: u16, mount_root: &Path) -> Vec<(String, String)> {
+        let mut out = self.urls.clone();
         let mds = self.metadata.to_string();
         let set = |out: &mut Vec<(String, String)>, k: &str, v: String| out.push((k.to_owned(), v));
         set(&mut out, "PORT", port.to_string());
@@ -81,21 +92,40 @@ impl Contract {
         }
         set(&mut out, "NO_PROXY", NO_PROXY.to_owned());
         set(&mut out, "no_proxy", NO_PROXY.to_owned());
+        // `api_endpoint` for a Secret Manager client (http: the API is on loopback).
+        if let Some(endpoint) = &self.secrets_endpoint {
+            set(&mut out, "MOAT_SECRETMANAGER_ENDPOINT", endpoint.clone());
+        }
+        // Where the secret volumes are: `$MOAT_MOUNT_ROOT/secrets/key` is `/secrets/key` on
+        // Cloud Run, where the variable is unset.
+        set(&mut out, "MOAT_MOUNT_ROOT", mount_root.display().to_string());
         out
-    }
-
-    /// Names of the secret env values left unset.
-    pub fn unresolved_secrets(service: &Service) -> Vec<&str> {
-        service.env.iter().filter(|e| matches!(e.value, EnvValue::Secret(_))).map(|e| e.name.as_str()).collect()
     }
 }
 
-/// Applies `vars` to `cmd` over moat's own environment, minus what would mislead a client.
-pub(super) fn apply(cmd: &mut tokio::process::Command, vars: &[(String, String)]) {
+/// Sets the instance's environment on `cmd` over moat's own, minus what would mislead a
+/// client: the service spec's plain values, then its secret values, then the contract's.
+/// Secret values go straight from the payload into the child's environment.
+pub(super) fn apply(
+    cmd: &mut tokio::process::Command,
+    contract: &Contract,
+    port: u16,
+    mount_root: &Path,
+    secrets: &[(String, moat_secrets::Payload)],
+) {
     for k in SCRUBBED {
         cmd.env_remove(k);
     }
-    for (k, v) in vars {
+    for (k, v) in &contract.plain {
+        cmd.env(k, v);
+    }
+    for (k, p) in secrets {
+        #[cfg(unix)]
+        cmd.env(k, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&p.data));
+        #[cfg(not(unix))]
+        cmd.env(k, String::from_utf8_lossy(&p.data).into_owned());
+    }
+    for (k, v) in contract.contract_vars(port, mount_root) {
         cmd.env(k, v);
     }
 }
@@ -131,8 +161,9 @@ mod tests {
             proxy: Some(SocketAddr::from(([127, 0, 0, 1], 5000))),
             urls: vec![("MOAT_URL_API".into(), "https://api-1.r.run.app".into())],
             plain: vec![("PORT".into(), "1".into()), ("LOG_LEVEL".into(), "info".into())],
+            secrets_endpoint: Some("http://127.0.0.1:6000".into()),
         };
-        let vars = c.vars(8123);
+        let vars = c.vars(8123, Path::new("/state/instances/api/0a1b"));
         let last = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(last("PORT"), Some("8123"));
         assert_eq!(last("LOG_LEVEL"), Some("info"));
@@ -146,5 +177,7 @@ mod tests {
         assert_eq!(last("http_proxy"), Some("http://127.0.0.1:5000"));
         assert_eq!(last("NO_PROXY"), Some(NO_PROXY));
         assert_eq!(last("MOAT_URL_API"), Some("https://api-1.r.run.app"));
+        assert_eq!(last("MOAT_SECRETMANAGER_ENDPOINT"), Some("http://127.0.0.1:6000"));
+        assert_eq!(last("MOAT_MOUNT_ROOT"), Some("/state/instances/api/0a1b"));
     }
 }

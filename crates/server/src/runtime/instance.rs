@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::env::{Contract, apply};
 use super::group::ProcessGroup;
+use super::inject::{Injection, Prepared};
 use super::ready::{Startup, free_port, wait};
 use super::status::{Board, State};
 use super::{Options, UpstreamTable, stopped};
@@ -23,6 +24,8 @@ pub(super) struct Slot {
     pub command: Vec<String>,
     pub dir: PathBuf,
     pub contract: Contract,
+    /// Its env secrets and secret volumes.
+    pub inject: Injection,
 }
 
 #[derive(Debug, Clone)]
@@ -37,23 +40,50 @@ pub(super) struct Shared {
 pub(super) async fn supervise(slot: Slot, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut delays = shared.options.backoff.start();
     let service = slot.service.as_str();
+    let mut store = slot.inject.changes();
+    let mut last_refusal: Option<String> = None;
     loop {
         let started = Instant::now();
-        match run_once(&slot, &shared, &mut stop).await {
-            Ended::Stopped => break,
-            Ended::Failed(why) => eprintln!("moat: `{service}` {why}"),
-        }
-        shared.upstreams.remove(service);
+        let _ = store.borrow_and_update();
+        let ended = run_once(&slot, &shared, &mut stop).await;
         let wait = delays.after_exit(started.elapsed());
-        eprintln!("moat: restarting `{service}` in {}", human(wait));
+        let (why, state) = match ended {
+            Ended::Stopped => break,
+            Ended::Failed(why) => {
+                last_refusal = None;
+                eprintln!("moat: `{service}` {why}");
+                eprintln!("moat: restarting `{service}` in {}", human(wait));
+                (why, State::Restarting)
+            }
+            // Said in full once; a retry that fails the same way says only that.
+            Ended::NotStarted(why) if last_refusal.as_ref() == Some(&why) => {
+                eprintln!(
+                    "moat: `{service}` still cannot start (same reason); trying again in {} or when a secret changes",
+                    human(wait)
+                );
+                (why, State::Failed)
+            }
+            Ended::NotStarted(why) => {
+                eprintln!("moat: `{service}` cannot start: {why}");
+                eprintln!("moat: trying `{service}` again in {} or when a secret changes", human(wait));
+                last_refusal = Some(why.clone());
+                (why, State::Failed)
+            }
+        };
+        shared.upstreams.remove(service);
         shared.board.update(service, |s| {
-            s.state = State::Restarting;
+            s.state = state;
             s.pid = None;
             s.upstream = None;
+            s.error = Some(why);
             s.settled = true;
         });
+        // A start that failed on a secret is tried again as soon as the store changes (a grant
+        // fixed, a version enabled or added), not only when the backoff is over.
+        let failed = state == State::Failed;
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            Ok(()) = store.changed(), if failed => {}
             () = stopped(&mut stop) => break,
         }
         shared.board.update(service, |s| s.restarts = s.restarts.saturating_add(1));
@@ -69,7 +99,10 @@ pub(super) async fn supervise(slot: Slot, shared: Arc<Shared>, mut stop: watch::
 
 enum Ended {
     Stopped,
+    /// Started, then exited or never became ready.
     Failed(String),
+    /// Not started: a secret its env needs cannot be read.
+    NotStarted(String),
 }
 
 async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>) -> Ended {
@@ -81,7 +114,19 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
         Ok(p) => p,
         Err(e) => return Ended::Failed(format!("has no free port to listen on: {e}")),
     };
-    let (mut child, mut group) = match spawn(slot, port) {
+    // Secrets before the process: an env secret that cannot be read keeps the instance from
+    // starting, as on Cloud Run, and the volume files are there when it starts.
+    let inject = slot.inject.clone();
+    let mut prepared = match tokio::task::spawn_blocking(move || inject.prepare()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(why)) => return Ended::NotStarted(why),
+        Err(e) => return Ended::NotStarted(format!("its secrets could not be read: {e}")),
+    };
+    slot.inject.follow(&mut prepared);
+    let spawned = spawn(slot, port, &prepared);
+    // The values now live in the child's environment only; moat's copies are zeroed.
+    prepared.env.clear();
+    let (mut child, mut group) = match spawned {
         Ok(c) => c,
         Err(e) => {
             let program = slot.command.first().map_or("", String::as_str);
@@ -124,6 +169,7 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
     shared.board.update(service, |s| {
         s.state = State::Ready;
         s.upstream = Some(upstream);
+        s.error = None;
         s.settled = true;
     });
     let ran = Instant::now();
@@ -143,11 +189,11 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
     }
 }
 
-fn spawn(slot: &Slot, port: u16) -> std::io::Result<(Child, ProcessGroup)> {
+fn spawn(slot: &Slot, port: u16, prepared: &Prepared) -> std::io::Result<(Child, ProcessGroup)> {
     let (program, args) = slot.command.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args).current_dir(&slot.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    apply(&mut cmd, &slot.contract.vars(port));
+    apply(&mut cmd, &slot.contract, port, prepared.mount.root(), &prepared.env);
     #[cfg(unix)]
     cmd.process_group(0);
     cmd.kill_on_drop(true);

@@ -58,8 +58,15 @@ pub fn reload(result: &'static str) {
 /// The text a scrape gets, with the instance gauges taken from `board` now.
 pub(super) fn render(board: &Board) -> Option<String> {
     let handle = handle()?;
-    const STATES: [State; 6] =
-        [State::Starting, State::Ready, State::Restarting, State::Stopped, State::Upstream, State::NotRunning];
+    const STATES: [State; 7] = [
+        State::Starting,
+        State::Ready,
+        State::Restarting,
+        State::Failed,
+        State::Stopped,
+        State::Upstream,
+        State::NotRunning,
+    ];
     for s in board.snapshot() {
         for state in STATES {
             metrics::gauge!("moat_instances", "service" => s.service.clone(), "state" => state.label())

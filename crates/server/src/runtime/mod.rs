@@ -13,6 +13,7 @@ mod backoff;
 mod decisions;
 mod env;
 mod group;
+mod inject;
 mod instance;
 pub mod metrics;
 mod ready;
@@ -65,8 +66,10 @@ impl Default for Options {
 /// What to run.
 pub struct Config {
     pub project: Arc<Project>,
-    /// `run.SERVICE.dir` is relative to it.
+    /// `run.SERVICE.dir` and secret seed files are relative to it.
     pub project_dir: PathBuf,
+    /// `STATE`: each instance's secret mounts live under `STATE/instances/`.
+    pub state_dir: PathBuf,
     pub identity: Arc<IdentityState>,
     pub sink: Arc<dyn DecisionSink>,
     /// `false` (`moat serve`): no workloads are started, whatever `run:` says.
@@ -94,6 +97,9 @@ pub enum RuntimeError {
     FrontDoor(#[from] crate::frontdoor::FrontDoorError),
     #[error("the metadata server for `{service}` cannot start: {source}")]
     Metadata { service: String, source: crate::ServeError },
+    /// A secret declared in moat.yaml could not be created or seeded.
+    #[error("{0}")]
+    Secrets(String),
 }
 
 /// Where each service's requests go: the running instance, or the configured URL. Supervisors
@@ -205,7 +211,8 @@ impl Runtime {
             let (secrets, identity, verifier) = (config.secrets.clone(), Arc::clone(&identity), Arc::clone(&verifier));
             let until = until(stop_rx.clone());
             async move {
-                if let Err(e) = crate::secrets::serve_until(secrets_listener, secrets, identity, verifier, until).await {
+                if let Err(e) = crate::secrets::serve_until(secrets_listener, secrets, identity, verifier, until).await
+                {
                     eprintln!("moat: the secrets listener stopped: {e}");
                 }
             }
@@ -225,6 +232,8 @@ impl Runtime {
         let shared =
             Arc::new(instance::Shared { board: board.clone(), upstreams: upstreams.clone(), options: config.options });
         let mut supervisors = JoinSet::new();
+        // Declared secrets exist, with their policy and seed, before any instance reads them.
+        inject::declare(&project, &config.project_dir, &config.secrets).map_err(RuntimeError::Secrets)?;
         for service in project.services.values() {
             let url = service_url(service);
             let account = service.service_account.value.clone();
@@ -239,6 +248,7 @@ impl Runtime {
                 metadata: None,
                 egress_proxy: proxies.get(&service.name).map(|a| format!("http://{a}")),
                 restarts: 0,
+                error: None,
                 settled: true,
             };
             match project.run.get(&service.name).map(|r| &r.target) {
@@ -259,15 +269,9 @@ impl Runtime {
                             eprintln!("moat: the metadata server of `{name}` stopped: {e}");
                         }
                     });
-                    let secrets = Contract::unresolved_secrets(service);
-                    if !secrets.is_empty() {
-                        eprintln!(
-                            "moat: `{}`: secret env values not set ({}): the secret store is not built yet",
-                            service.name,
-                            secrets.join(", ")
-                        );
-                    }
-                    let contract = Contract::new(&project, service, mds_addr, proxies.get(&service.name).copied());
+                    let mut contract = Contract::new(&project, service, mds_addr, proxies.get(&service.name).copied());
+                    contract.secrets_endpoint = Some(format!("http://{secrets_addr}"));
+                    let inject = inject::Injection::new(&project, service, &config.secrets, &config.state_dir);
                     let dir = dir.as_deref().map_or_else(|| config.project_dir.clone(), |d| config.project_dir.join(d));
                     board.insert(ServiceStatus {
                         state: State::Starting,
@@ -275,8 +279,13 @@ impl Runtime {
                         settled: false,
                         ..base
                     });
-                    let slot =
-                        instance::Slot { service: service.name.clone(), command: command.clone(), dir, contract };
+                    let slot = instance::Slot {
+                        service: service.name.clone(),
+                        command: command.clone(),
+                        dir,
+                        contract,
+                        inject,
+                    };
                     supervisors.spawn(instance::supervise(slot, Arc::clone(&shared), stop_rx.clone()));
                 }
                 Some(RunTarget::Command { .. }) | None => board.insert(base),

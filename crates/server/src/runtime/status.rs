@@ -15,6 +15,9 @@ pub enum State {
     Ready,
     /// Exited or never became ready; waiting out its backoff.
     Restarting,
+    /// Could not be started (a secret its env needs cannot be read); tried again after its
+    /// backoff or as soon as the secret store changes.
+    Failed,
     Stopped,
     /// Not started by moat: requests go to the configured URL.
     Upstream,
@@ -36,6 +39,7 @@ impl State {
             Self::Starting => "starting",
             Self::Ready => "ready",
             Self::Restarting => "restarting",
+            Self::Failed => "failed",
             Self::Stopped => "stopped",
             Self::Upstream => "upstream",
             Self::NotRunning => "not running",
@@ -60,6 +64,9 @@ pub struct ServiceStatus {
     /// The front door listener its outbound calls go through.
     pub egress_proxy: Option<String>,
     pub restarts: u32,
+    /// Why the last start failed or the last instance ended, until an instance is ready again.
+    /// Names env vars, secrets and versions, never a value.
+    pub error: Option<String>,
     /// The first start has ended, ready or not: the start-up wait is over for this service.
     pub settled: bool,
 }
@@ -104,7 +111,7 @@ impl Board {
     }
 }
 
-/// The status table: one row per service.
+/// The status table: one row per service, then why each failed service could not start.
 pub fn table(services: &[ServiceStatus]) -> String {
     let rows: Vec<[String; 6]> = services
         .iter()
@@ -132,6 +139,11 @@ pub fn table(services: &[ServiceStatus]) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    for s in services.iter().filter(|s| s.state == State::Failed) {
+        if let Some(why) = &s.error {
+            out.push_str(&format!("\n`{}` did not start: {why}\n", s.service));
+        }
+    }
     out
 }
 
@@ -152,6 +164,7 @@ mod tests {
             metadata: None,
             egress_proxy: None,
             restarts: 0,
+            error: None,
             settled: true,
         };
         let t = table(&[row("api", State::Ready, Some(42)), row("status-page", State::NotRunning, None)]);
@@ -161,5 +174,10 @@ api          ready        https://api-1.r.run.app          http://127.0.0.1:4000
 status-page  not running  https://status-page-1.r.run.app  -                      -    status-page@p.iam.gserviceaccount.com
 ";
         assert_eq!(t, want);
+        let why = "env var `DB_PASSWORD` cannot be set from secret `db` version `latest`: it is DISABLED";
+        let failed = ServiceStatus { error: Some(why.into()), ..row("orders", State::Failed, None) };
+        let t = table(&[failed]);
+        assert!(t.lines().nth(1).is_some_and(|l| l.starts_with("orders   failed  ")), "{t}");
+        assert!(t.ends_with(&format!("\n\n`orders` did not start: {why}\n")), "{t}");
     }
 }
