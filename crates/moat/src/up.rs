@@ -197,6 +197,7 @@ fn print_listeners(project: &Project, runtime: &Runtime, mode: Mode) -> std::io:
         let note = match l.origin.as_str() {
             "admin" => "   GET /status, /metrics, /healthz",
             "identity" => "   JWKS /oauth2/v3/certs, x509 /oauth2/v1/certs",
+            "secrets" => "   Secret Manager v1 REST (MOAT_SECRETMANAGER_ENDPOINT of instances; moat secrets)",
             o if o.starts_with("service:") => "   HTTP_PROXY of its instances",
             _ => "",
         };
