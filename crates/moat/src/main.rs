@@ -9,6 +9,7 @@ mod keys;
 mod project_dir;
 mod reload;
 mod secrets_cli;
+mod secrets_rotate;
 mod serve;
 mod serve_identity;
 mod token;

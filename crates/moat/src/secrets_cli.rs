@@ -1,7 +1,8 @@
 //! `moat secrets`: the project's secret store, through the Secret Manager API of the running
 //! `moat up` (its URL in `STATE/secrets/endpoint`) with the local admin credential
 //! (`STATE/secrets/admin.token`). The CLI never opens the store itself: the running moat holds
-//! it, and the API is where authorization and the audit record happen.
+//! it, and the API is where authorization and the audit record happen. The one exception is
+//! `rotate-master-key` when no moat is running (`secrets_rotate`).
 //!
 //! A secret value only ever enters through stdin or `--data-file` (an argument would sit in
 //! the shell history and in `ps`), and only `access` prints one, raw, with nothing around it.
@@ -94,6 +95,9 @@ pub enum Command {
     /// A secret's IAM policy.
     #[command(subcommand)]
     Iam(IamCommand),
+    /// Rotate the master key file: every data key is re-wrapped under a new key, payloads are
+    /// untouched. Through the running moat, or on the store directly when none runs.
+    RotateMasterKey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -183,6 +187,9 @@ fn write_out(bytes: &[u8]) -> std::io::Result<()> {
 /// Runs the command; returns exactly what goes to stdout.
 async fn execute(args: &Args) -> Result<Vec<u8>, miette::Report> {
     let project = crate::project_dir::load(&args.project)?;
+    if matches!(args.command, Command::RotateMasterKey) {
+        return crate::secrets_rotate::rotate(args, project).await;
+    }
     let api = Api::connect(args)?;
     let parent = format!("projects/{}", project.id);
     let secret = |name: &str| format!("{parent}/secrets/{name}");
@@ -250,6 +257,7 @@ async fn execute(args: &Args) -> Result<Vec<u8>, miette::Report> {
                 .await?;
             Ok(show(&v, format!("set the IAM policy of `{name}`:\n{}", render_policy(&v))))
         }
+        Command::RotateMasterKey => Err(SecretsCliError::Usage("rotate-master-key is handled above".into()).into()),
         Command::Iam(IamCommand::Test { name, permissions }) => {
             let body = json!({ "permissions": permissions });
             let v = api.call(Method::POST, &format!("{}:testIamPermissions", secret(name)), Some(body)).await?;
@@ -261,7 +269,7 @@ async fn execute(args: &Args) -> Result<Vec<u8>, miette::Report> {
 }
 
 /// The API of the running moat, called with the admin credential.
-struct Api {
+pub(crate) struct Api {
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     base: String,
     token: String,
@@ -269,7 +277,7 @@ struct Api {
 }
 
 impl Api {
-    fn connect(args: &Args) -> Result<Self, SecretsCliError> {
+    pub(crate) fn connect(args: &Args) -> Result<Self, SecretsCliError> {
         let state = state_dir(&args.project, args.state.as_deref());
         let not_running =
             |detail: String| SecretsCliError::NotRunning { project: args.project.display().to_string(), detail };
@@ -302,10 +310,15 @@ impl Api {
 
     /// `METHOD /v1/PATH` with `body`; the response's JSON, or the API's error.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SecretsCliError> {
+        self.send(method, &format!("/v1/{path}"), body).await
+    }
+
+    /// `METHOD PATH` (from the root, e.g. moat's own `/moat/v1/...`) with `body`.
+    pub(crate) async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SecretsCliError> {
         let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
         let request = Request::builder()
             .method(method)
-            .uri(format!("{}/v1/{path}", self.base))
+            .uri(format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {}", self.token))
             .header("content-type", "application/json")
             .body(Full::new(body))
@@ -350,7 +363,7 @@ impl Api {
     }
 }
 
-fn help_for(status: &str) -> &'static str {
+pub(crate) fn help_for(status: &str) -> &'static str {
     match status {
         "NOT_FOUND" => "`moat secrets list` shows the secrets, `moat secrets versions NAME` their versions",
         "ALREADY_EXISTS" => "add a version to it with `moat secrets add NAME`",
@@ -437,7 +450,7 @@ fn form_encode(s: &str) -> String {
         .collect()
 }
 
-fn json_line(v: &Value) -> Vec<u8> {
+pub(crate) fn json_line(v: &Value) -> Vec<u8> {
     let mut out = serde_json::to_vec_pretty(v).unwrap_or_default();
     out.push(b'\n');
     out

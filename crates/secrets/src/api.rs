@@ -204,8 +204,23 @@ impl Secrets {
         aws_lc_rs::constant_time::verify_slices_are_equal(token.as_bytes(), self.inner.admin_token.as_bytes()).is_ok()
     }
 
+    /// Replaces the project (a reload): its IAM policy and groups decide from the next call on.
+    /// Subscribers are woken as after a mutation, since project IAM can grant or revoke access
+    /// to every secret (volume injection re-checks its files).
     pub fn set_project(&self, project: Arc<Project>) {
         self.inner.project.store(project);
+        self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The project id (`demo`), as `moat.yaml` names it.
+    pub fn project_id(&self) -> String {
+        self.inner.project.load().id.clone()
+    }
+
+    /// The id of the master key the store is sealed with now (the hex of the first 4 bytes of
+    /// its SHA-256; never the key).
+    pub fn master_key_id(&self) -> String {
+        self.inner.keys.load().current.id()
     }
 
     /// The project number, as resource names carry it (`projects/NUMBER/secrets/ID`).
@@ -219,7 +234,8 @@ impl Secrets {
         p.id == project || p.number == project
     }
 
-    /// Bumped after every committed mutation (volume injection watches it).
+    /// Bumped after every committed mutation and every [`Secrets::set_project`] (volume
+    /// injection watches it).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
     }

@@ -143,7 +143,8 @@ fn admin_token(dir: &Path) -> Result<Zeroizing<String>, SecretError> {
 pub(crate) fn rotate_key_file(inner: &Inner, from_env: bool, ev: &mut Event) -> Result<usize, SecretError> {
     if from_env {
         return Err(SecretError::FailedPrecondition(format!(
-            "the master key comes from `{MASTER_KEY_ENV}`, not a key file: rotate it with `rotate_master` and then set `{MASTER_KEY_ENV}` to the new key"
+            "the master key comes from `{MASTER_KEY_ENV}`, which moat cannot change, and a key file would be ignored while it is set: to rotate, stop moat, write the current key to `{file}` (mode 0600), unset `{MASTER_KEY_ENV}`, run `moat secrets rotate-master-key`, then set `{MASTER_KEY_ENV}` to the new contents of `{file}` (docs/SECRETS.md, Rotation)",
+            file = inner.dir.join(MASTER_KEY_FILE).display()
         )));
     }
     let key_file = inner.dir.join(MASTER_KEY_FILE);

@@ -186,3 +186,17 @@ fn reads_and_writes_keep_working_while_the_master_key_rotates() {
         s.access(&Caller::Admin, "db", Selector::Number(v)).expect("every version opens under the last key");
     }
 }
+
+#[test]
+fn a_new_project_wakes_subscribers_and_names_the_project_and_key() {
+    let d = tempfile::tempdir().expect("dir");
+    let s = open(d.path(), [2; 32]);
+    assert_eq!(s.project_id(), "demo");
+    assert_eq!(s.master_key_id(), MasterKey::from_bytes([2; 32]).id());
+    let mut changes = s.subscribe();
+    let before = *changes.borrow_and_update();
+    // Project IAM decides access to every secret: volume injection must re-check on a reload.
+    s.set_project(project());
+    assert!(changes.has_changed().expect("sender alive"), "set_project bumps the change watch");
+    assert_ne!(*changes.borrow_and_update(), before);
+}

@@ -571,3 +571,39 @@ async fn malformed_requests_and_conflicts() {
     let encoded: String = etag.bytes().map(|b| format!("%{b:02X}")).collect();
     assert_eq!(api.ok(Method::DELETE, &format!("{s}/db?etag={encoded}"), None).await, json!({}));
 }
+
+#[tokio::test]
+async fn the_master_key_is_rotated_by_the_admin_only_outside_the_google_surface() {
+    let api = start("rotate").await;
+    api.create("db").await;
+    api.add("db", b"before-rotation").await;
+    let path = moat_server::secrets::ROTATE_MASTER_KEY_PATH;
+    assert_eq!(path, "/moat/v1/masterKey:rotate");
+
+    // Not the admin: refused before anything happens.
+    let r = api.call(Method::POST, path, None, None).await;
+    assert_eq!(r.error().0, 401);
+    let token = api.access_token(APP, &[CLOUD_PLATFORM]);
+    let r = api.call(Method::POST, path, Some(&token), None).await;
+    let (code, status, message) = r.error();
+    assert_eq!((code, status), (403, "PERMISSION_DENIED"));
+    assert!(message.contains("only moat's admin credential may rotate the master key"), "{message}");
+    assert!(!api.dir.join("master.key").exists(), "nothing was rotated");
+    // Other methods and paths under /moat/v1/ are not found, whoever asks.
+    assert_eq!(api.call(Method::GET, path, Some(&api.admin), None).await.error().0, 404);
+    assert_eq!(api.call(Method::POST, "/moat/v1/other", Some(&api.admin), None).await.error().0, 404);
+
+    // The admin: re-wrapped, the key file written, values still readable.
+    let v = api.ok(Method::POST, path, None).await;
+    assert_eq!(v["versionsRewrapped"], 1);
+    let (old, new) = (v["previousMasterKeyId"].as_str().unwrap(), v["masterKeyId"].as_str().unwrap());
+    assert_ne!(old, new);
+    assert_eq!(new.len(), 8);
+    let key = MasterKey::from_file(&api.dir.join("master.key")).unwrap();
+    assert_eq!(key.id(), new, "the key file holds the new key");
+    let access = format!("/v1/projects/{PROJECT_ID}/secrets/db/versions/latest:access");
+    assert_eq!(data(&api.ok(Method::GET, &access, None).await), b"before-rotation");
+    assert!(api.audit().contains(r#""action":"rotateMasterKeyFile""#), "audited");
+    let again = api.ok(Method::POST, path, None).await;
+    assert_eq!(again["previousMasterKeyId"], new);
+}

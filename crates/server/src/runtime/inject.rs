@@ -16,15 +16,20 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use moat_policy::Project;
-use moat_policy::model::{EnvValue, SecretRef, Seed, Service};
+use moat_policy::model::{EnvValue, Secret, SecretRef, Seed, Service};
 use moat_policy::request::Principal;
 use moat_policy::secret_access::PolicyDoc;
 use moat_secrets::{Caller, Payload, SecretError, Secrets, Selector};
 use tokio::task::JoinHandle;
 
-/// How often a volume re-reads its secrets when the store has said nothing: the store's change
-/// signal covers its own mutations, the poll covers what it cannot see (project IAM reloads).
-const POLL: Duration = Duration::from_secs(1);
+/// How often a volume re-reads its secrets when the store has said nothing. The store's change
+/// signal covers everything that can change an access decision: its own mutations (versions,
+/// states, secret IAM, declared secrets) and, through `Secrets::set_project`, project IAM and
+/// groups on a reload. Nothing depends on the clock (moat does not evaluate IAM conditions, and
+/// versions do not expire). So the poll is only a safety net (a wake-up lost while a pass ran is
+/// caught by `borrow_and_update` anyway), and each pass writes one audit line per mounted file:
+/// every 10 s keeps the audit log readable.
+const POLL: Duration = Duration::from_secs(10);
 
 /// Where the secret mounts Cloud Run refuses would land.
 const FORBIDDEN_MOUNTS: [&str; 3] = ["/dev", "/proc", "/sys"];
@@ -32,7 +37,16 @@ const FORBIDDEN_MOUNTS: [&str; 3] = ["/dev", "/proc", "/sys"];
 /// Creates every secret moat.yaml declares, sets its declared policy and, when it has no
 /// versions, adds its seed as version 1. Seed files are read here and nowhere else.
 pub(super) fn declare(project: &Project, project_dir: &Path, secrets: &Secrets) -> Result<(), String> {
-    for secret in project.secrets.values() {
+    declare_each(project.secrets.values(), project_dir, secrets)
+}
+
+/// [`declare`] for some of the declared secrets (a reload applies the new and changed ones).
+pub(super) fn declare_each<'a>(
+    declared: impl IntoIterator<Item = &'a Secret>,
+    project_dir: &Path,
+    secrets: &Secrets,
+) -> Result<(), String> {
+    for secret in declared {
         let seed = match &secret.seed {
             None => None,
             Some(Seed::Random) => Some(zeroize::Zeroizing::new(random_seed()?)),

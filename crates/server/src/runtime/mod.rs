@@ -43,7 +43,7 @@ pub use admin::ListenerInfo;
 pub use backoff::{Backoff, Delays};
 pub use decisions::{LogSink, summary};
 pub use env::{Contract, NO_PROXY, service_url, url_var};
-pub use reload::{NeedsRestart, restart_changes};
+pub use reload::{NeedsRestart, ReloadError, declared_secret_changes, restart_changes};
 pub use status::{Board, ServiceStatus, State, table};
 
 /// Timings of the supervisor.
@@ -137,6 +137,8 @@ pub struct Runtime {
     /// Instances were started from `run:` commands (`moat up`).
     workloads: bool,
     secrets: moat_secrets::Secrets,
+    /// Seed files of secrets declared by a reload are relative to it.
+    project_dir: PathBuf,
 }
 
 /// Resolves once `stop` is set (or can no longer be).
@@ -300,6 +302,7 @@ impl Runtime {
             servers,
             workloads: config.start_workloads,
             secrets: config.secrets,
+            project_dir: config.project_dir,
         })
     }
 
@@ -311,12 +314,24 @@ impl Runtime {
     /// Applies a reloaded project: swapped into the front door in one step, so each request
     /// sees either the old snapshot or the new one, never a mix; requests in flight finish on
     /// the one they started with. Refused, with nothing applied, when it changes something only
-    /// a restart can (see [`restart_changes`]). Returns the number of services.
-    pub fn reload(&self, project: Project) -> Result<usize, NeedsRestart> {
-        let changes = restart_changes(&self.door.project(), &project, self.workloads);
+    /// a restart can (see [`restart_changes`]). Secrets declared in moat.yaml that are new or
+    /// whose `iam` changed are applied to the store first (created, policy set, seeded); if
+    /// one fails the reload is refused and the previous project keeps serving (the secrets
+    /// declared before the failing one stay applied: each is its own store transaction).
+    /// Returns the number of services.
+    pub fn reload(&self, project: Project) -> Result<usize, ReloadError> {
+        let old = self.door.project();
+        let changes = restart_changes(&old, &project, self.workloads);
         if !changes.is_empty() {
             metrics::reload("needs_restart");
-            return Err(NeedsRestart { changes });
+            return Err(ReloadError::NeedsRestart(NeedsRestart { changes }));
+        }
+        // Before the swap, so that an instance woken by the new project IAM finds its secret.
+        // A few small store transactions: fine on the reload task, which serves no request.
+        let declared = reload::declared_secret_changes(&old, &project);
+        if let Err(e) = inject::declare_each(declared, &self.project_dir, &self.secrets) {
+            metrics::reload("invalid");
+            return Err(ReloadError::Secrets(e));
         }
         let services = project.services.len();
         let project = Arc::new(project);

@@ -4,10 +4,13 @@
 //! invoker check, default URL, load balancers' hosts and routes, domain mappings, Cloud Armor,
 //! perimeter, connectors, egress settings, accepted findings). Those live in the project
 //! snapshot, which the front door swaps atomically; a request keeps the snapshot it started
-//! with. Not hot: whatever was turned into a socket, a process or an environment at start.
+//! with. Secrets declared in moat.yaml are applied to the store by the reload itself
+//! ([`declared_secret_changes`]). Not hot: whatever was turned into a socket, a process, an
+//! environment or a secret mount at start.
 
 use moat_policy::Project;
-use moat_policy::model::RunTarget;
+use moat_policy::model::{EnvValue, RunTarget, Secret, SecretRef, Service};
+use moat_policy::secret_access::PolicyDoc;
 
 use super::env::Contract;
 use crate::frontdoor::listener_origins;
@@ -17,6 +20,16 @@ use crate::frontdoor::listener_origins;
 #[error("needs a restart: {}", .changes.join("; "))]
 pub struct NeedsRestart {
     pub changes: Vec<String>,
+}
+
+/// Why a reload was refused; nothing of the project was swapped in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    NeedsRestart(#[from] NeedsRestart),
+    /// A secret declared in moat.yaml could not be created, given its policy or seeded.
+    #[error("{0}")]
+    Secrets(String),
 }
 
 /// What differs between the running project and `new` that the running processes and
@@ -68,8 +81,48 @@ pub fn restart_changes(old: &Project, new: &Project, workloads: bool) -> Vec<Str
         if Contract::new(old, a, unbound, None).plain != Contract::new(new, b, unbound, None).plain {
             out.push(format!("the env of `{name}` changed (its instance started with the old one)"));
         }
+        if secret_env(a) != secret_env(b) {
+            out.push(format!("the secret env of `{name}` changed (its instance read its secrets at start)"));
+        }
+        if secret_volumes(a) != secret_volumes(b) {
+            out.push(format!("the secret volumes of `{name}` changed (its instance's files were laid out at start)"));
+        }
     }
     out
+}
+
+/// The env vars set from secrets, in order: name and reference.
+fn secret_env(s: &Service) -> Vec<(&str, &SecretRef)> {
+    s.env
+        .iter()
+        .filter_map(|e| match &e.value {
+            EnvValue::Secret(r) => Some((e.name.as_str(), r)),
+            EnvValue::Plain(_) => None,
+        })
+        .collect()
+}
+
+/// Everything of a secret volume that decides its files: mount path, references, paths and
+/// modes (the model's types carry source spans, which a moved line must not count as a change).
+type VolumeShape<'a> = (&'a str, Option<&'a str>, &'a [SecretRef], &'a [String], &'a [Option<u32>], Option<u32>);
+
+fn secret_volumes(s: &Service) -> Vec<VolumeShape<'_>> {
+    s.volumes
+        .iter()
+        .map(|v| (v.name.as_str(), v.mount_path.as_deref(), &v.files[..], &v.paths[..], &v.modes[..], v.default_mode))
+        .collect()
+}
+
+/// The secrets declared in `new`'s moat.yaml that are new or whose policy differs from
+/// `old`'s: what a reload must apply to the store before it swaps the project in. A changed
+/// `seed` alone is not listed (a seed only ever fills a secret without versions).
+pub fn declared_secret_changes<'a>(old: &Project, new: &'a Project) -> Vec<&'a Secret> {
+    new.secrets
+        .values()
+        .filter(|s| {
+            old.secrets.get(&s.name).is_none_or(|o| PolicyDoc::from_model(&o.iam) != PolicyDoc::from_model(&s.iam))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -99,6 +152,73 @@ mod tests {
     fn policy_changes_are_hot() {
         let iam = r#"{"bindings": [{"role": "roles/run.invoker", "members": ["allUsers"]}]}"#;
         assert_eq!(restart_changes(&load(MOAT, None), &load(MOAT, Some(iam)), true), Vec::<String>::new());
+    }
+
+    const RUN: &str = "run:\n  api:\n    command: [app]\n";
+
+    fn with_secrets(service: &str, secrets: &str) -> Project {
+        let moat = format!("project:\n  id: p\n  number: \"1\"\n  region: us-central1\n{secrets}{RUN}");
+        let files = [
+            SourceFile { path: "moat.yaml".into(), text: moat },
+            SourceFile { path: "services/api.json".into(), text: service.into() },
+        ];
+        moat_policy::load(&files).unwrap()
+    }
+
+    fn service(env: &str, volumes: &str, mounts: &str) -> String {
+        format!(
+            r#"{{"name": "api", "template": {{"containers": [{{"image": "i", "env": [{env}], "volumeMounts": [{mounts}]}}], "volumes": [{volumes}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn secret_env_and_volume_changes_need_a_restart() {
+        let env = r#"{"name": "K", "valueSource": {"secretKeyRef": {"secret": "k", "version": "1"}}}"#;
+        let vol = r#"{"name": "v", "secret": {"secret": "s", "items": [{"path": "f", "version": "latest"}]}}"#;
+        let mount = r#"{"name": "v", "mountPath": "/s"}"#;
+        let base = with_secrets(&service(env, vol, mount), "");
+        // The same, written differently (spans move): nothing to restart.
+        let spaced = with_secrets(&format!("\n\n{}", service(env, vol, mount)), "");
+        assert_eq!(restart_changes(&base, &spaced, true), Vec::<String>::new());
+        let cases = [
+            (service(&env.replace(r#""1""#, r#""2""#), vol, mount), "the secret env of `api` changed"),
+            (service("", vol, mount), "the secret env of `api` changed"),
+            (service(env, &vol.replace("latest", "3"), mount), "the secret volumes of `api` changed"),
+            (service(env, vol, &mount.replace("/s", "/t")), "the secret volumes of `api` changed"),
+            (
+                service(env, &vol.replace(r#""path": "f""#, r#""path": "f", "mode": 256"#), mount),
+                "the secret volumes of `api` changed",
+            ),
+        ];
+        for (changed, want) in cases {
+            let got = restart_changes(&base, &with_secrets(&changed, ""), true);
+            assert!(got.len() == 1 && got[0].starts_with(want), "{changed}: {got:?}");
+            // `moat serve` starts no instance: nothing was read at start.
+            assert_eq!(restart_changes(&base, &with_secrets(&changed, ""), false), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn declared_secrets_that_are_new_or_whose_iam_changed_are_applied() {
+        let svc = service("", "", "");
+        let grant = |m: &str| {
+            format!(
+                "    iam:\n      bindings:\n        - role: roles/secretmanager.secretAccessor\n          members: ['{m}']\n"
+            )
+        };
+        let decl = |a: &str, b: &str| format!("secrets:\n  - name: a\n{a}  - name: b\n    seed: random\n{b}");
+        let old = with_secrets(&svc, &decl(&grant("user:x@example.com"), ""));
+        let names = |new: &Project| -> Vec<String> {
+            declared_secret_changes(&old, new).iter().map(|s| s.name.clone()).collect()
+        };
+        assert_eq!(names(&old), Vec::<String>::new(), "nothing changed");
+        assert_eq!(names(&with_secrets(&svc, &decl(&grant("user:y@example.com"), ""))), ["a"]);
+        assert_eq!(names(&with_secrets(&svc, &decl("", ""))), ["a"], "a policy removed is a change");
+        let more = format!("{}  - name: c\n", decl(&grant("user:x@example.com"), &grant("user:z@example.com")));
+        assert_eq!(names(&with_secrets(&svc, &more)), ["b", "c"]);
+        // A changed seed alone is not applied: a seed only fills a secret without versions.
+        let reseeded = decl(&grant("user:x@example.com"), "").replace("seed: random", "seed: {file: s.txt}");
+        assert_eq!(names(&with_secrets(&svc, &reseeded)), Vec::<String>::new());
     }
 
     #[test]

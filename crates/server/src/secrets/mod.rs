@@ -7,6 +7,7 @@
 //! ([`moat_secrets::Secrets`]), so injection and the API can never disagree. Nothing here logs
 //! a token or a payload.
 
+mod admin;
 mod auth;
 mod ops;
 mod reply;
@@ -30,6 +31,7 @@ use auth::Authenticator;
 use reply::ApiError;
 use route::NoRoute;
 
+pub use admin::{ADMIN_PREFIX, ROTATE_MASTER_KEY_PATH};
 pub use auth::API_AUDIENCE;
 
 /// The largest request body read. A payload is at most 64 KiB, which base64 and JSON make
@@ -61,6 +63,10 @@ pub async fn serve_until(
 /// One request, top to bottom.
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    // moat's own methods (admin credential only) sit outside Google's `/v1/` surface.
+    if parts.uri.path().starts_with(ADMIN_PREFIX) {
+        return admin::handle(&api.secrets, &api.auth, &parts.method, parts.uri.path(), &parts.headers).await;
+    }
     // Which method: a path that names none has nothing to protect, so it is answered first.
     let route = match route::find(&parts.method, parts.uri.path()) {
         Ok(r) => r,

@@ -230,7 +230,7 @@ fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError>
 }
 
 /// Runs a store call on the blocking pool: redb commits fsync.
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
     F: FnOnce() -> Result<T, SecretError> + Send + 'static,
     T: Send + 'static,
