@@ -195,3 +195,25 @@ fn snapshot_insecure_sarif() {
     v["runs"][0]["tool"]["driver"]["version"] = Value::from("[version]");
     insta::assert_snapshot!("insecure_sarif", serde_json::to_string_pretty(&v).unwrap());
 }
+
+/// The shop seeds `api-key` from a file; neither `check` nor `explain` reads it, so its content
+/// appears in none of their outputs (and neither does anything that looks like a payload).
+#[test]
+fn analysis_never_reads_or_prints_secret_seeds() {
+    let seed = std::fs::read_to_string(workspace().join("examples/shop/seeds/api-key.txt")).unwrap();
+    let seed = seed.trim();
+    assert!(seed.len() > 16, "the seed is a recognisable value");
+    let runs: [&[&str]; 5] = [
+        &["check", "examples/shop"],
+        &["check", "examples/shop", "--format", "json"],
+        &["check", "examples/shop", "--format", "sarif"],
+        &["explain", "examples/shop", "--format", "json"],
+        &["explain", "examples/shop", "--service", "api", "--from", "service:web"],
+    ];
+    for args in runs {
+        let o = moat(args);
+        let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+        assert!(!all.is_empty(), "moat {args:?} printed something");
+        assert!(!all.contains(seed), "moat {args:?} printed the seed value");
+    }
+}
