@@ -26,7 +26,43 @@ pub struct CaseQuery {
     pub principal: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
+    /// Request facts for a load balancer's security policy (`--method`, `--path`,
+    /// `--source-ip`, `--header`). Over HTTP the request is sent with them; the source address
+    /// can only be loopback there.
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub source_ip: Option<String>,
+    /// `NAME: VALUE` each; `[]` is a request with no headers but the Host (`--no-headers`).
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
     pub expect: Outcome,
+}
+
+impl CaseQuery {
+    /// The command-line flags of the query, in order.
+    pub fn flags(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (flag, value) in [
+            ("--via", &self.via),
+            ("--as", &self.principal),
+            ("--audience", &self.audience),
+            ("--method", &self.method),
+            ("--path", &self.path),
+            ("--source-ip", &self.source_ip),
+        ] {
+            if let Some(v) = value {
+                out.push((flag, v.clone()));
+            }
+        }
+        match &self.headers {
+            Some(hs) if hs.is_empty() => out.push(("--no-headers", String::new())),
+            hs => out.extend(hs.iter().flatten().map(|h| ("--header", h.clone()))),
+        }
+        out
+    }
 }
 
 /// What a request's decision is, in the terms every front end (CLI, HTTP) reports.
@@ -67,9 +103,10 @@ pub fn case_dirs(manifest_dir: &str) -> Vec<PathBuf> {
 /// The query as `moat explain` flags, for messages.
 pub fn describe(q: &CaseQuery) -> String {
     let mut s = format!("--service {} --from {}", q.service, q.from);
-    for (flag, value) in [("--via", &q.via), ("--as", &q.principal), ("--audience", &q.audience)] {
-        if let Some(v) = value {
-            s.push_str(&format!(" {flag} {v}"));
+    for (flag, v) in q.flags() {
+        s.push_str(&format!(" {flag}"));
+        if !v.is_empty() {
+            s.push_str(&format!(" {v}"));
         }
     }
     s

@@ -87,7 +87,7 @@ fn generate(dir: &Path, services: usize, bindings: usize) -> (usize, usize) {
         written += 1;
     }
     std::fs::write(dir.join("moat.yaml"), m).unwrap();
-    std::fs::write(dir.join("armor/edge-policy.json"), r#"{"name": "edge-policy", "rules": []}"#).unwrap();
+    std::fs::write(dir.join("armor/edge-policy.json"), r#"{"name": "edge-policy", "rules": [{"action": "allow", "priority": 2147483647, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}}}]}"#).unwrap();
 
     let remaining = bindings.saturating_sub(written);
     let (base, extra) = (remaining / services.max(1), remaining % services.max(1));

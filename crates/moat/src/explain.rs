@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use std::io::Write as _;
 
+use moat_policy::edge::{DEPENDS_ON_REQUEST, EdgeFacts};
 use moat_policy::explain::{Answer, Query, for_each_answer, layer_of, matrix, query};
 use moat_policy::{Effect, Entry, Origin, Principal};
 
@@ -38,6 +39,23 @@ pub struct Args {
     /// The `aud` of the caller's ID token (default: the service's URL).
     #[arg(long)]
     pub audience: Option<String>,
+    /// The request method, for a load balancer's security policy (`--via lb:NAME`).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// The request path and query (`/a/b?x=1`), for a load balancer's security policy.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// The client address the load balancer sees, for a security policy's `SRC_IPS_V1` and
+    /// `origin.ip` rules.
+    #[arg(long)]
+    pub source_ip: Option<std::net::IpAddr>,
+    /// A request header, `NAME:VALUE`; repeat for more. Given once or more, the request carries
+    /// exactly these (and the Host); not given, rules that read headers are set aside.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// The request carries no headers but the Host (so rules that read headers are decided).
+    #[arg(long, conflicts_with = "headers")]
+    pub no_headers: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }
@@ -71,8 +89,13 @@ pub fn run(args: Args) -> Exit {
         }
         (None, Some(_)) => report(Usage("`--from` needs `--service NAME`".into())),
         (service, None) => {
-            if args.via.is_some() || args.principal.is_some() || args.audience.is_some() {
-                return report(Usage("`--via`, `--as` and `--audience` need `--from` (they ask one question)".into()));
+            let request_facts =
+                args.method.is_some() || args.path.is_some() || args.source_ip.is_some() || !args.headers.is_empty();
+            if args.via.is_some() || args.principal.is_some() || args.audience.is_some() || request_facts {
+                return report(Usage(
+                    "`--via`, `--as`, `--audience`, `--method`, `--path`, `--source-ip`, `--header` and `--no-headers` need `--from` (they ask one question)"
+                        .into(),
+                ));
             }
             match print_matrix(&project, service.as_deref(), args.format) {
                 Ok(()) => Exit::Clean,
@@ -145,7 +168,33 @@ fn parse_query(service: &str, from: &str, args: &Args) -> Result<Query, String> 
     if args.audience.is_some() && principal == Some(Principal::Anonymous) {
         return Err("`--audience` describes a token, but `--as anonymous` sends none".into());
     }
-    Ok(Query { service: service.to_owned(), origin, entry, principal, audience: args.audience.clone() })
+    let headers = if args.no_headers {
+        Some(Vec::new())
+    } else if args.headers.is_empty() {
+        None
+    } else {
+        let parsed: Result<Vec<(String, String)>, String> = args
+            .headers
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                _ => Err(format!("`--header {h}` is not `NAME:VALUE`")),
+            })
+            .collect();
+        Some(parsed?)
+    };
+    if let Some(p) = &args.path
+        && !p.starts_with('/')
+    {
+        return Err(format!("`--path {p}` must start with `/`"));
+    }
+    let request = EdgeFacts {
+        method: args.method.as_ref().map(|m| m.to_ascii_uppercase()),
+        target: args.path.clone(),
+        source_ip: args.source_ip,
+        headers,
+    };
+    Ok(Query { service: service.to_owned(), origin, entry, principal, audience: args.audience.clone(), request })
 }
 
 fn json(a: &Answer) -> String {
@@ -171,7 +220,13 @@ pub fn human(a: &Answer) -> String {
     let _ = writeln!(s, "{} ← {} via {} as {}", a.service, a.origin, a.entry, a.principal);
     let last = a.reasons.len().saturating_sub(1);
     for (i, r) in a.reasons.iter().enumerate() {
-        let mark = if a.effect == Effect::Deny && i == last { "✗" } else { "✓" };
+        let mark = if r.code == DEPENDS_ON_REQUEST {
+            "?"
+        } else if a.effect == Effect::Deny && i == last {
+            "✗"
+        } else {
+            "✓"
+        };
         let _ = writeln!(s, "  {:<15}{mark} {}", layer_of(r.code).to_string(), r.message);
         match &r.source {
             Some(src) => {
@@ -183,6 +238,12 @@ pub fn human(a: &Answer) -> String {
         }
     }
     let _ = writeln!(s, "→ {}", verdict(a));
+    if a.reasons.iter().any(|r| r.code == DEPENDS_ON_REQUEST) {
+        let _ = writeln!(
+            s,
+            "  unless a security policy rule marked ? matches: give the request facts it depends on to decide it"
+        );
+    }
     s
 }
 

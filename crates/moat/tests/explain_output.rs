@@ -88,3 +88,26 @@ fn dot_graph_for_one_service() {
     assert!(out.starts_with("digraph moat {") && out.ends_with("}\n"), "{out}");
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn denied_at_the_edge_by_the_load_balancers_security_policy() {
+    let out = explain(&[
+        "--service",
+        "web",
+        "--from",
+        "internet",
+        "--via",
+        "lb:shop-edge",
+        "--path",
+        "/search?q=1%20UNION%20SELECT%20card",
+    ]);
+    assert!(out.contains("DENY at edge: HTTP 403"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn edge_rules_needing_facts_the_query_lacks_are_set_aside() {
+    let out = explain(&["--service", "web", "--from", "internet", "--via", "lb:shop-edge"]);
+    assert!(out.contains("depends on request attributes: request.path/request.query (--path)"), "{out}");
+    insta::assert_snapshot!(out);
+}

@@ -16,9 +16,10 @@ use case::{Case, CaseQuery, Outcome, case_dirs, corpus_dir, describe};
 fn ask(dir: &Path, q: &CaseQuery) -> Result<Outcome, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_moat"));
     cmd.arg("explain").arg(dir).args(["--service", &q.service, "--from", &q.from, "--format", "json"]);
-    for (flag, value) in [("--via", &q.via), ("--as", &q.principal), ("--audience", &q.audience)] {
-        if let Some(v) = value {
-            cmd.args([flag, v]);
+    for (flag, v) in q.flags() {
+        cmd.arg(flag);
+        if !v.is_empty() {
+            cmd.arg(v);
         }
     }
     cmd.env("NO_COLOR", "1");

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::decision::{Decision, Effect, Layer, Reason};
+use crate::edge::EdgeFacts;
 use crate::model::{Member, NetworkRef, Project, Service};
-use crate::path::{QueryError, admit, invoke, lookup_service};
+use crate::path::{QueryError, admit, admit_with_edge, invoke, lookup_service};
 use crate::request::{Entry, GoogleProduct, Origin, Principal, TokenFacts};
 
 /// One answered question, in the JSON shape `explain --format json` prints.
@@ -48,6 +49,8 @@ pub struct Query {
     pub entry: Entry,
     pub principal: Option<Principal>,
     pub audience: Option<String>,
+    /// What the query says about the request itself, for a load balancer's security policy.
+    pub request: EdgeFacts,
 }
 
 /// The principal a caller at `origin` acts as when none is given.
@@ -77,7 +80,7 @@ pub fn query(project: &Project, q: &Query) -> Result<Answer, QueryError> {
         None => default_principal(project, &origin)?,
     };
     let token = token_for(&principal, service, q.audience.as_deref());
-    let d = match admit(project, service, &origin, &q.entry)? {
+    let d = match admit_with_edge(project, service, &origin, &q.entry, Some(&q.request))? {
         Ok(reasons) => invoke(reasons, token.as_ref(), service, project),
         Err(d) => d,
     };

@@ -10,6 +10,7 @@ pub mod authz;
 pub mod check;
 pub mod config;
 pub mod decision;
+pub mod edge;
 pub mod egress;
 pub mod explain;
 pub mod ingress;

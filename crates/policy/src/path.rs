@@ -1,10 +1,12 @@
-//! One request's whole path, layer by layer: network → (edge) → ingress → authentication →
-//! authorization. `explain` and the front door both run this order; the front door inserts the
-//! edge policy of a load balancer between network and ingress.
+//! One request's whole path, layer by layer: network → edge → ingress → authentication →
+//! authorization. `explain` and the front door both run this order; the edge stage (a load
+//! balancer's security policy) runs when the request facts are known: always at the front door,
+//! for `explain`'s single query (`admit_with_edge`), not for the matrix.
 
+use crate::armor::{EdgeOutcome, EdgeRequest, EdgeVerdict, ExceedAction, HeaderToAdd, Redirect};
 use crate::authn::authenticate;
 use crate::authz::authorize;
-use crate::decision::{Decision, Reason};
+use crate::decision::{Decision, Layer, Reason};
 use crate::egress::{Destination, origin_of_call};
 use crate::ingress::{Door, ingress};
 use crate::model::{LbScheme, LoadBalancer, Project, Service};
@@ -113,6 +115,19 @@ pub fn admit(
     origin: &Origin,
     entry: &Entry,
 ) -> Result<Result<Vec<Reason>, Decision>, QueryError> {
+    admit_with_edge(project, service, origin, entry, None)
+}
+
+/// [`admit`], with the load balancer's security policy evaluated between network and ingress
+/// for the request facts `edge` gives (`explain`'s single query). `None` leaves the edge out
+/// (the matrix, which has no request facts).
+pub fn admit_with_edge(
+    project: &Project,
+    service: &Service,
+    origin: &Origin,
+    entry: &Entry,
+    edge: Option<&crate::edge::EdgeFacts>,
+) -> Result<Result<Vec<Reason>, Decision>, QueryError> {
     let resolved = resolve_entry(project, service, entry)?;
     let (net, mut reasons) = resolve_origin(project, origin, resolved)?;
     let prefix = |mut d: Decision, mut r: Vec<Reason>| {
@@ -123,6 +138,15 @@ pub fn admit(
     match reach(&net, resolved.lb) {
         Ok(((), mut r)) => reasons.append(&mut r),
         Err(d) => return Ok(Err(prefix(d, reasons))),
+    }
+    if let (Some(facts), Some(lb)) = (edge, resolved.lb)
+        && let Some(policy) = project.security_policy(lb)
+    {
+        let verdict = crate::edge::evaluate(policy, facts, &lb_host(lb));
+        match edge_admits(&verdict, RateCheck::Uncounted) {
+            Ok((mut r, _)) => reasons.append(&mut r),
+            Err(d) => return Ok(Err(prefix(d, reasons))),
+        }
     }
     match ingress(&net, resolved.door, service, project) {
         Ok(((), mut r)) => reasons.append(&mut r),
@@ -175,4 +199,99 @@ pub fn decide(
         Ok(reasons) => invoke(reasons, token, svc, project),
         Err(d) => d,
     })
+}
+
+/// Reason codes of the edge stage beyond the policy's own (`crate::armor::codes`).
+pub mod edge_codes {
+    /// A `throttle` or `rate_based_ban` rule decided and the request is within its limit (or,
+    /// in `explain`, which sees no counts, while it stays within it).
+    pub const RATE_LIMIT_CONFORM: &str = "edge.rate_limit_conform";
+    /// The request's key is over the rule's limit: the exceed action applies.
+    pub const RATE_LIMIT_EXCEEDED: &str = "edge.rate_limit_exceeded";
+    /// The request's key is banned by a `rate_based_ban` rule: the exceed action applies.
+    pub const BANNED: &str = "edge.banned";
+}
+
+/// What the rate limiter says about a request a `throttle` or `rate_based_ban` rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateCheck {
+    /// Nothing counted (`explain`): the request is explained as conforming.
+    Uncounted,
+    Conform,
+    Exceeded,
+    Banned,
+}
+
+/// The edge stage: the security policy of the load balancer the request entered through.
+/// `None` when there is nothing to evaluate (not a load balancer, or one without a policy).
+pub fn edge<'p>(project: &'p Project, entry: ResolvedEntry<'_>, request: &EdgeRequest) -> Option<EdgeVerdict<'p>> {
+    Some(project.security_policy(entry.lb?)?.evaluate(request))
+}
+
+/// What the pipeline does with an edge verdict: go on, with the reasons and the headers the
+/// deciding rule adds to the request, or stop with the edge's refusal (a redirect is a refusal
+/// with status 302: the request does not reach the backend). `rate` is the limiter's answer
+/// when the deciding rule is a rate limit (ignored otherwise).
+pub fn edge_admits<'p>(
+    verdict: &EdgeVerdict<'p>,
+    rate: RateCheck,
+) -> Result<(Vec<Reason>, &'p [HeaderToAdd]), Decision> {
+    let mut reasons = verdict.reasons.clone();
+    let (limit, headers) = match &verdict.outcome {
+        EdgeOutcome::Allow { request_headers_to_add } => return Ok((reasons, request_headers_to_add)),
+        EdgeOutcome::Throttle { limit, request_headers_to_add }
+        | EdgeOutcome::RateBasedBan { limit, request_headers_to_add, .. } => (*limit, *request_headers_to_add),
+        EdgeOutcome::Deny { .. } | EdgeOutcome::Redirect { .. } | EdgeOutcome::RecaptchaUnavailable => {
+            return Err(Decision::deny(Layer::Edge, verdict.outcome.status(), reasons));
+        }
+    };
+    let t = limit.threshold;
+    let rule = verdict.priority();
+    let source = Some(&verdict.rule.source);
+    let (code, message) = match rate {
+        RateCheck::Uncounted => (
+            edge_codes::RATE_LIMIT_CONFORM,
+            format!(
+                "rule {rule} limits each key to {} requests per {} s; explain sees no counts, so this request conforms while its key stays under the limit",
+                t.count, t.interval_sec
+            ),
+        ),
+        RateCheck::Conform => (
+            edge_codes::RATE_LIMIT_CONFORM,
+            format!("rule {rule}: the request's key is within {} requests per {} s", t.count, t.interval_sec),
+        ),
+        RateCheck::Exceeded => (
+            edge_codes::RATE_LIMIT_EXCEEDED,
+            format!(
+                "rule {rule}: the request's key is over {} requests per {} s, so the exceed action applies",
+                t.count, t.interval_sec
+            ),
+        ),
+        RateCheck::Banned => {
+            (edge_codes::BANNED, format!("rule {rule}: the request's key is banned, so the exceed action applies"))
+        }
+    };
+    reasons.push(Reason::new(code, message, source));
+    match rate {
+        RateCheck::Uncounted | RateCheck::Conform => Ok((reasons, headers)),
+        RateCheck::Exceeded | RateCheck::Banned => {
+            Err(Decision::deny(Layer::Edge, Some(exceed_status(&limit.exceed)), reasons))
+        }
+    }
+}
+
+/// The status of a rate limit's exceed action: its deny status, 302 for a redirect, and the
+/// reCAPTCHA refusal for a reCAPTCHA redirect.
+pub fn exceed_status(exceed: &ExceedAction) -> u16 {
+    match exceed {
+        ExceedAction::Deny(s) => *s,
+        ExceedAction::Redirect(Redirect::External302 { .. }) => 302,
+        ExceedAction::Redirect(Redirect::GoogleRecaptcha) => crate::armor::RECAPTCHA_REFUSAL_STATUS,
+    }
+}
+
+/// The Host a request through `lb` carries when the query does not say: its first exact host,
+/// else the local stand-in for its address.
+pub fn lb_host(lb: &LoadBalancer) -> String {
+    lb.hosts.iter().find(|h| !h.starts_with('*')).cloned().unwrap_or_else(|| format!("{}.lb.localhost", lb.name))
 }

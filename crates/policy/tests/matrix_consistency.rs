@@ -502,7 +502,7 @@ proptest! {
                 Origin::Service(_) => None,
                 _ => Some(principal),
             };
-            let q = Query { service: a.service.clone(), origin, entry, principal, audience: None };
+            let q = Query { service: a.service.clone(), origin, entry, principal, audience: None, request: Default::default() };
             let single = query(&project, &q).unwrap();
             prop_assert_eq!(&single, a);
             prop_assert_eq!(a.status, status_of(a), "status does not match layer: {:?}", a);

@@ -27,7 +27,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use case::{Case, CaseQuery, Outcome, case_dirs, corpus_dir, describe};
-use harness::{Harness, get, read_project_dir, send, token_for};
+use harness::{Harness, read_project_dir, request, send, token_for};
+use moat_policy::edge::EdgeFacts;
 use moat_policy::explain::{Query, default_principal, query};
 use moat_policy::{Entry, Origin, Principal, Project};
 use serde::Deserialize;
@@ -72,6 +73,8 @@ struct Prepared {
     origin: Origin,
     host: String,
     path: String,
+    method: String,
+    headers: Vec<(String, String)>,
     token: Option<String>,
     explain: Outcome,
 }
@@ -91,7 +94,32 @@ fn prepare(project: &Project, h: &Harness, q: &CaseQuery) -> Result<Prepared, St
         let aud = q.audience.clone().or_else(|| svc.urls.first().cloned()).unwrap_or_default();
         token_for(&h.keys, &principal, &aud, harness::NOW)
     });
-    let (host, path) = target(project, &q.service, &entry)?;
+    let (host, route_path) = target(project, &q.service, &entry)?;
+    let path = q.path.clone().unwrap_or(route_path);
+    let method = q.method.clone().unwrap_or_else(|| "GET".to_owned());
+    let source_ip = match &q.source_ip {
+        Some(ip) => {
+            let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("`source_ip: {ip}`: {e}"))?;
+            if !ip.is_loopback() {
+                return Err(format!("`source_ip: {ip}` cannot be sent over HTTP: the test client is on loopback"));
+            }
+            Some(ip)
+        }
+        None => None,
+    };
+    let headers: Option<Vec<(String, String)>> = match &q.headers {
+        Some(hs) => Some(
+            hs.iter()
+                .map(|h| {
+                    h.split_once(':')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .ok_or_else(|| format!("header `{h}` is not `NAME: VALUE`"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        None => None,
+    };
+    let request = EdgeFacts { method: q.method.clone(), target: q.path.clone(), source_ip, headers: headers.clone() };
     let answer = query(
         project,
         &Query {
@@ -100,6 +128,7 @@ fn prepare(project: &Project, h: &Harness, q: &CaseQuery) -> Result<Prepared, St
             entry,
             principal: Some(principal),
             audience: q.audience.clone(),
+            request,
         },
     )
     .map_err(|e| format!("explain cannot ask this: {e}"))?;
@@ -109,15 +138,16 @@ fn prepare(project: &Project, h: &Harness, q: &CaseQuery) -> Result<Prepared, St
         layer: answer.layer.map(|l| l.to_string()),
         codes: answer.reasons.iter().map(|r| r.code.to_owned()).collect(),
     };
-    Ok(Prepared { origin, host, path, token, explain })
+    Ok(Prepared { origin, host, path, method, headers: headers.unwrap_or_default(), token, explain })
 }
 
 /// Sends one query; the outcome as the client and the decision record saw it.
 async fn ask(h: &Harness, p: &Prepared) -> Result<Outcome, String> {
     let before = h.records.len();
     let auth = p.token.as_ref().map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let resp = send(h.addr(&p.origin), &get(&p.host, &p.path, &headers)).await;
+    let mut headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    headers.extend(p.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let resp = send(h.addr(&p.origin), &request(&p.method, &p.host, &p.path, &headers, "")).await;
     let records = h.records.all();
     let [record] = &records[before..] else {
         return Err(format!("expected one decision record, got {}", records.len() - before));

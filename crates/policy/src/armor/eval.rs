@@ -117,6 +117,13 @@ impl EdgeVerdict<'_> {
 impl SecurityPolicy {
     /// Evaluates the policy for one request.
     pub fn evaluate(&self, request: &EdgeRequest) -> EdgeVerdict<'_> {
+        self.evaluate_where(request, |_| true)
+    }
+
+    /// Evaluates the policy with only the rules `include` accepts; the others are passed over
+    /// as if they did not match. `explain` uses it to set aside the rules that need facts its
+    /// query does not give; the front door includes every rule.
+    pub fn evaluate_where(&self, request: &EdgeRequest, include: impl Fn(&Rule) -> bool) -> EdgeVerdict<'_> {
         let ip_text = if self.reads_ip { request.remote_ip.to_string() } else { String::new() };
         let user_ip = self.user_ip(request);
         let user_ip_text = user_ip.map(|ip| ip.to_string());
@@ -141,6 +148,9 @@ impl SecurityPolicy {
         let mut errors = Vec::new();
         let mut reasons = Vec::new();
         for (i, rule) in self.rules().iter().enumerate() {
+            if !include(rule) {
+                continue;
+            }
             let hit = match &rule.matcher {
                 Match::SrcIps { all: true, .. } => true,
                 Match::SrcIps { all: false, .. } => {
@@ -185,7 +195,7 @@ impl SecurityPolicy {
 
     /// The client address from `userIpRequestHeaders`: the first listed header present whose
     /// (first) value is an address. `None` falls back to the peer address.
-    fn user_ip(&self, request: &EdgeRequest) -> Option<IpAddr> {
+    pub fn user_ip(&self, request: &EdgeRequest) -> Option<IpAddr> {
         self.user_ip_request_headers.iter().find_map(|h| {
             let v = request.headers.get(h)?;
             v.split(',').next()?.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())

@@ -28,5 +28,5 @@ pub use policy::{
     Action, DEFAULT_RULE_PRIORITY, DENY_STATUSES, HeaderToAdd, MAX_SRC_IP_RANGES, Match, PolicyType, Redirect, Rule,
     RuleExpr, SecurityPolicy,
 };
-pub use rate_limit::{Ban, ExceedAction, INTERVALS_SEC, KeyPart, MAX_KEY_CONFIGS, RateLimit, Threshold};
+pub use rate_limit::{Ban, ExceedAction, INTERVALS_SEC, KeyPart, MAX_KEY_BYTES, MAX_KEY_CONFIGS, RateLimit, Threshold};
 pub use request::{EdgeRequest, Headers, RecaptchaTokens};

@@ -3,7 +3,10 @@
 //! [`RateLimit`] and the caller applies it.
 
 use super::policy::{Ctx, Redirect, lower_redirect};
+use std::net::IpAddr;
+
 use super::raw::{RawRateLimitOptions, RawThreshold};
+use super::request::EdgeRequest;
 
 /// The intervals Cloud Armor accepts, in seconds (spec/armor.md §3, from several IaC validators
 /// that cite the rate-limiting overview).
@@ -296,4 +299,143 @@ fn key_part(ctx: &mut Ctx<'_>, path: &str, kind: &str, name: Option<&str>, name_
 /// The status of `deny(NNN)`.
 pub(crate) fn deny_status(action: &str) -> Option<u16> {
     action.strip_prefix("deny(")?.strip_suffix(')')?.parse().ok()
+}
+
+/// Cloud Armor counts a key value by its first 128 bytes.
+pub const MAX_KEY_BYTES: usize = 128;
+
+impl RateLimit {
+    /// The key `request` is counted under: each part's value with its documented fall-back
+    /// (see [`KeyPart`]), cut to [`MAX_KEY_BYTES`] (at a character boundary, so a key stays
+    /// text), parts joined with `|` and tagged with what they are, so `IP` 1.2.3.4 and a header
+    /// whose value is `1.2.3.4` never share a bucket. `user_ip` is the address from the
+    /// policy's `userIpRequestHeaders`, when the request has one.
+    pub fn key(&self, request: &EdgeRequest, user_ip: Option<IpAddr>) -> String {
+        let parts: Vec<String> = self.key.iter().map(|p| key_value(p, request, user_ip)).collect();
+        parts.join("|")
+    }
+}
+
+fn key_value(part: &KeyPart, r: &EdgeRequest, user_ip: Option<IpAddr>) -> String {
+    const ALL: &str = "all";
+    let ip = || format!("ip={}", r.remote_ip);
+    match part {
+        KeyPart::All => ALL.to_owned(),
+        KeyPart::Ip => ip(),
+        KeyPart::HttpHeader(name) => {
+            r.headers.get(name).map_or_else(|| ALL.to_owned(), |v| format!("h:{name}={}", cut(v)))
+        }
+        KeyPart::XffIp => r
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse::<IpAddr>().ok())
+            .map_or_else(ip, |a| format!("xff={}", a.to_canonical())),
+        KeyPart::HttpCookie(name) => cookie(r, name).map_or_else(|| ALL.to_owned(), |v| format!("c:{name}={}", cut(v))),
+        KeyPart::HttpPath => format!("path={}", cut(&r.path)),
+        // No TLS on moat's listeners, so no server name and no fingerprints: `ALL`, as Cloud
+        // Armor falls back for plain HTTP.
+        KeyPart::Sni => ALL.to_owned(),
+        KeyPart::TlsJa3Fingerprint => {
+            r.tls_ja3_fingerprint.as_deref().map_or_else(|| ALL.to_owned(), |f| format!("ja3={}", cut(f)))
+        }
+        KeyPart::TlsJa4Fingerprint => {
+            r.tls_ja4_fingerprint.as_deref().map_or_else(|| ALL.to_owned(), |f| format!("ja4={}", cut(f)))
+        }
+        KeyPart::RegionCode => r.region_code.as_deref().map_or_else(|| ALL.to_owned(), |c| format!("region={c}")),
+        KeyPart::UserIp => user_ip.map_or_else(ip, |a| format!("user_ip={a}")),
+    }
+}
+
+/// The value of cookie `name` in the `cookie` header(s) (joined with `,` by [`Headers`]).
+fn cookie<'a>(r: &'a EdgeRequest, name: &str) -> Option<&'a str> {
+    let header = r.headers.get("cookie")?;
+    header.split([';', ',']).filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_KEY_BYTES {
+        return s;
+    }
+    let mut end = MAX_KEY_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    fn limit(key: Vec<KeyPart>) -> RateLimit {
+        RateLimit { threshold: Threshold { count: 1, interval_sec: 60 }, exceed: ExceedAction::Deny(429), key }
+    }
+
+    #[test]
+    fn keys_and_their_fall_backs() {
+        let peer = IpAddr::from([10, 0, 0, 1]);
+        let bare = EdgeRequest::new("GET", "http", "h", "/p/q?x=1", peer);
+        let full = bare
+            .clone()
+            .header("x-api-key", "k1")
+            .header("x-forwarded-for", "203.0.113.5, 10.0.0.9")
+            .header("cookie", "a=1; session=s9");
+        let cases: &[(KeyPart, &str, &str)] = &[
+            (KeyPart::All, "all", "all"),
+            (KeyPart::Ip, "ip=10.0.0.1", "ip=10.0.0.1"),
+            (KeyPart::HttpHeader("x-api-key".into()), "all", "h:x-api-key=k1"),
+            (KeyPart::XffIp, "ip=10.0.0.1", "xff=203.0.113.5"),
+            (KeyPart::HttpCookie("session".into()), "all", "c:session=s9"),
+            (KeyPart::HttpPath, "path=/p/q", "path=/p/q"),
+            (KeyPart::Sni, "all", "all"),
+            (KeyPart::RegionCode, "all", "all"),
+            (KeyPart::TlsJa3Fingerprint, "all", "all"),
+            (KeyPart::UserIp, "ip=10.0.0.1", "ip=10.0.0.1"),
+        ];
+        for (part, without, with) in cases {
+            let l = limit(vec![part.clone()]);
+            assert_eq!(l.key(&bare, None), *without, "{part:?} without");
+            assert_eq!(l.key(&full, None), *with, "{part:?} with");
+        }
+        let bad_xff = bare.clone().header("x-forwarded-for", "not-an-ip");
+        assert_eq!(limit(vec![KeyPart::XffIp]).key(&bad_xff, None), "ip=10.0.0.1");
+        let user = Some(IpAddr::from([198, 51, 100, 2]));
+        assert_eq!(limit(vec![KeyPart::UserIp]).key(&bare, user), "user_ip=198.51.100.2");
+        let combined = limit(vec![KeyPart::Ip, KeyPart::HttpPath]);
+        assert_eq!(combined.key(&bare, None), "ip=10.0.0.1|path=/p/q");
+    }
+
+    proptest::proptest! {
+        /// Whatever the header, a key part holds at most 128 bytes of it, a prefix of it.
+        #[test]
+        fn a_key_value_is_a_prefix_of_at_most_128_bytes(value in "[^\r\n\x00,]{0,300}") {
+            let r = EdgeRequest::new("GET", "http", "h", "/", IpAddr::from([10, 0, 0, 1])).header("x-k", &value);
+            let key = limit(vec![KeyPart::HttpHeader("x-k".into())]).key(&r, None);
+            if let Some(v) = key.strip_prefix("h:x-k=") {
+                proptest::prop_assert!(v.len() <= MAX_KEY_BYTES);
+                proptest::prop_assert!(value.starts_with(v));
+                if value.len() <= MAX_KEY_BYTES {
+                    proptest::prop_assert_eq!(v, value.as_str());
+                } else {
+                    proptest::prop_assert!(v.len() > MAX_KEY_BYTES - 4, "cut at the last boundary before 128");
+                }
+            } else {
+                proptest::prop_assert_eq!(key, "all");
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_cut_to_128_bytes_at_a_character_boundary() {
+        let long = "é".repeat(100); // 200 bytes
+        let r = EdgeRequest::new("GET", "http", "h", "/", IpAddr::from([10, 0, 0, 1])).header("x-k", &long);
+        let key = limit(vec![KeyPart::HttpHeader("x-k".into())]).key(&r, None);
+        let value = key.strip_prefix("h:x-k=").unwrap_or_default();
+        assert_eq!(value.len(), 128);
+        assert!(long.starts_with(value));
+        let path = format!("/{}", "a".repeat(300));
+        let r = EdgeRequest::new("GET", "http", "h", &path, IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(limit(vec![KeyPart::HttpPath]).key(&r, None).len(), "path=".len() + 128);
+    }
 }

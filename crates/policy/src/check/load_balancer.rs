@@ -178,7 +178,10 @@ mod tests {
                 &[
                     ("services/s.json", &service("s", ingress, more)),
                     ("services/other.json", &service("other", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER", "")),
-                    ("armor/edge.json", r#"{"name": "edge", "rules": []}"#),
+                    (
+                        "armor/edge.json",
+                        r#"{"name": "edge", "rules": [{"action": "allow", "priority": 2147483647, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}}}]}"#,
+                    ),
                 ],
             );
             let found = check_bypass(&p);
@@ -202,7 +205,7 @@ mod tests {
 
     #[test]
     fn external_load_balancers_need_a_security_policy() {
-        let armor = r#"{"name": "edge", "rules": []}"#;
+        let armor = r#"{"name": "edge", "rules": [{"action": "allow", "priority": 2147483647, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}}}]}"#;
         let lbs = format!(
             "{}{}{}",
             lb("bare", "external", "", "s"),

@@ -78,11 +78,24 @@ pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
     };
     let mut project = project::lower_project(&ctx, raw, &mut errs);
 
-    for f in files {
-        if stem(&f.path, "armor").is_some()
-            && let Some(name) = f.path.strip_prefix("armor/").and_then(|n| n.strip_suffix(".json"))
-        {
-            project.armor_policies.push(name.to_owned());
+    // Security policies: armor/NAME.json, every one parsed and compiled, referenced or not, so
+    // a broken policy fails the load before a load balancer starts using it.
+    let armor_files: Vec<&SourceFile> =
+        files.iter().filter(|f| stem(&f.path, "armor").is_some() && f.path.ends_with(".json")).collect();
+    let parsed = parallel::map(&armor_files, |f| (*f, crate::armor::SecurityPolicy::from_json(&f.text, &f.path)));
+    for (f, policy) in parsed {
+        let name = stem(&f.path, "armor").unwrap_or_default().to_owned();
+        match policy {
+            Ok(p) => {
+                project.armor_policies.insert(name, std::sync::Arc::new(p));
+            }
+            Err(es) => {
+                let ctx = FileCtx::new(&f.path, &f.text);
+                errs.extend(es.into_iter().map(|e| {
+                    let help = e.help.clone().unwrap_or_default();
+                    ctx.error(&e.source_ref(), e.message, help)
+                }));
+            }
         }
     }
 
@@ -151,13 +164,16 @@ pub fn load(files: &[SourceFile]) -> Result<Project, LoadErrors> {
         }
     }
 
-    validate_references(&ctx, &project, &mut errs);
+    let armor_names: Vec<&str> = armor_files.iter().filter_map(|f| stem(&f.path, "armor")).collect();
+    validate_references(&ctx, &project, &armor_names, &mut errs);
     if errs.is_empty() { Ok(project) } else { Err(LoadErrors { errors: errs }) }
 }
 
 /// Cross-file references in moat.yaml: routes, domain mappings, run entries, security policies,
 /// accepted findings.
-fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigError>) {
+/// `armor` names every `armor/NAME.json` present, loaded or not (a policy that failed to load
+/// has its own errors; it is not also reported missing).
+fn validate_references(ctx: &FileCtx, project: &Project, armor: &[&str], errs: &mut Vec<ConfigError>) {
     let known = |s: &str| project.services.contains_key(s);
     let names = || project.services.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
     for lb in &project.load_balancers {
@@ -174,7 +190,7 @@ fn validate_references(ctx: &FileCtx, project: &Project, errs: &mut Vec<ConfigEr
             }
         }
         if let Some(policy) = &lb.security_policy
-            && !project.armor_policies.iter().any(|p| p == policy)
+            && !armor.contains(&policy.as_str())
         {
             errs.push(ctx.error(
                 &lb.source,

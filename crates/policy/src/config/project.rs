@@ -88,7 +88,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         run: BTreeMap::new(),
         listeners: Listeners::default(),
         services: BTreeMap::new(),
-        armor_policies: Vec::new(),
+        armor_policies: BTreeMap::new(),
         accepted: Vec::new(),
     };
 

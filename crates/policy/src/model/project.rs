@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::armor::SecurityPolicy;
 use crate::model::iam::{IamPolicy, MemberRef};
 use crate::model::service::{NetworkRef, Service};
 use crate::request::GoogleProduct;
@@ -211,8 +213,9 @@ pub struct Project {
     pub run: BTreeMap<String, RunSpec>,
     pub listeners: Listeners,
     pub services: BTreeMap<String, Service>,
-    /// Names of the security policies found in `armor/`.
-    pub armor_policies: Vec<String>,
+    /// The security policies of `armor/NAME.json`, by NAME: every file there, referenced by a
+    /// load balancer or not, parsed and compiled at load.
+    pub armor_policies: BTreeMap<String, Arc<SecurityPolicy>>,
     /// Findings accepted as known risks, in the order written.
     pub accepted: Vec<Acceptance>,
 }
@@ -243,6 +246,12 @@ impl Project {
 
     pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancer> {
         self.load_balancers.iter().find(|lb| lb.name == name)
+    }
+
+    /// The security policy attached to `lb`, if any. Loading guarantees that a named policy
+    /// exists.
+    pub fn security_policy(&self, lb: &LoadBalancer) -> Option<&SecurityPolicy> {
+        lb.security_policy.as_deref().and_then(|name| self.armor_policies.get(name)).map(|p| &**p)
     }
 
     pub fn domain_mapping(&self, domain: &str) -> Option<&DomainMapping> {

@@ -9,8 +9,12 @@
 
 mod body;
 mod conn;
+mod edge;
 mod forward;
 mod pipeline;
+mod rate;
+
+pub use rate::{MemoryRateState, RateState};
 mod record;
 mod refusal;
 mod route;
@@ -139,6 +143,8 @@ struct Inner {
     clock: Clock,
     sink: Arc<dyn DecisionSink>,
     limits: Limits,
+    /// Counters and bans of rate-limit rules; outlives project reloads.
+    rate: Arc<dyn RateState>,
     shutdown: watch::Sender<bool>,
     /// Request ids: a random per-process prefix and a counter.
     id_prefix: u64,
@@ -175,6 +181,7 @@ pub struct FrontDoorBuilder {
     clock: Clock,
     sink: Arc<dyn DecisionSink>,
     limits: Limits,
+    rate: Arc<dyn RateState>,
 }
 
 impl std::fmt::Debug for FrontDoorBuilder {
@@ -199,6 +206,12 @@ impl FrontDoorBuilder {
         self
     }
 
+    /// Where rate-limit counters and bans live (default: this process's memory).
+    pub fn rate_state(mut self, rate: Arc<dyn RateState>) -> Self {
+        self.rate = rate;
+        self
+    }
+
     pub fn build(self) -> FrontDoor {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id().into());
@@ -210,6 +223,7 @@ impl FrontDoorBuilder {
                 clock: self.clock,
                 sink: self.sink,
                 limits: self.limits,
+                rate: self.rate,
                 shutdown: watch::Sender::new(false),
                 id_prefix: h.finish(),
                 next_id: AtomicU64::new(0),
@@ -251,6 +265,7 @@ impl FrontDoor {
             clock: system_clock(),
             sink: Arc::new(StderrSink),
             limits: Limits::default(),
+            rate: Arc::new(MemoryRateState::default()),
         }
     }
 

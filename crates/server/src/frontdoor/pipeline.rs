@@ -1,4 +1,4 @@
-//! One request, top to bottom: route → network → [edge] → ingress → size → credential →
+//! One request, top to bottom: route → network → edge → ingress → size → credential →
 //! verify → authenticate → authorize → forward. [`handle`] is the whole pipeline; each line is
 //! one stage, and each policy stage is the `moat_policy` function `explain` calls, in
 //! `path::decide`'s order, so the decision recorded here is the one `explain` prints for the
@@ -20,7 +20,9 @@ use moat_policy::{
 
 use super::Inner;
 use super::body::Body;
+use super::edge;
 use super::forward::{Admitted, Failed, InvokerCheckDisabled, Upstream, Verified, forward};
+use super::rate;
 use super::record::{DecisionRecord, rfc3339};
 use super::refusal::respond;
 use super::route::{Unrouted, normalise_host};
@@ -42,7 +44,7 @@ pub(super) async fn handle(
     conns: &Conns,
     origin: &Origin,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Outcome {
     let mut t = Trace::new(door, conns, origin);
     let snap = door.snapshot.load_full();
@@ -50,10 +52,12 @@ pub(super) async fn handle(
     let path = req.uri().path().to_owned();
 
     // Route first: the Host names the service and the door, and every later stage needs both.
-    let (service, entry) = match host(req.headers(), req.uri()).map(|h| snap.routes.route(project, &h, &path)) {
-        Some(Ok(routed)) => routed,
-        Some(Err(why)) => return t.unrouted(why, project, &path),
-        None => return t.unrouted(Unrouted::UnknownHost, project, &path),
+    let Some(host) = host(req.headers(), req.uri()) else {
+        return t.unrouted(Unrouted::UnknownHost, project, &path);
+    };
+    let (service, entry) = match snap.routes.route(project, &host, &path) {
+        Ok(routed) => routed,
+        Err(why) => return t.unrouted(why, project, &path),
     };
     let Some(service) = project.service(&service) else { return t.unrouted(Unrouted::UnknownHost, project, &path) };
     t.entry = Some(entry.clone());
@@ -74,8 +78,25 @@ pub(super) async fn handle(
         Ok(((), r)) => reasons.extend(r),
         Err(d) => return t.deny(d, reasons, &path),
     }
-    // [edge] The load balancer's security policy (Cloud Armor) goes here, with its issue: it
-    // sees every request that reaches the LB, before the backend's ingress.
+    // Edge: the load balancer's security policy (Cloud Armor) sees every request that reaches
+    // the LB, before the backend's ingress; the client address is the TCP peer, never a header.
+    // A rate limit counts per backend service and key, in the door's state (not the snapshot).
+    let policy = door_of.lb.and_then(|lb| project.security_policy(lb));
+    let edge_facts = policy.map(|_| edge::edge_request(&req, &host, peer));
+    if let (Some(policy), Some(edge_facts)) = (policy, &edge_facts)
+        && let Some(verdict) = path::edge(project, door_of, edge_facts)
+    {
+        t.edge_rule = Some(verdict.priority());
+        let now = (door.clock)();
+        let rate = rate::check(&*door.rate, policy, &verdict, edge_facts, &service.name, now);
+        match path::edge_admits(&verdict, rate) {
+            Ok((r, headers)) => {
+                reasons.extend(r);
+                edge::add_headers(&mut req, headers);
+            }
+            Err(d) => return t.edge_refusal(d, reasons, edge::location(&verdict.outcome, rate)),
+        }
+    }
     // Ingress before any credential is looked at: a refused request never learns whether its
     // token was good, and the workload never sees it.
     match ingress::ingress(&net, door_of.door, service, project) {
@@ -273,6 +294,8 @@ struct Trace<'a> {
     entry: Option<Entry>,
     service: Option<String>,
     principal: Option<String>,
+    /// The priority of the security policy rule that decided, when one did.
+    edge_rule: Option<u32>,
 }
 
 impl<'a> Trace<'a> {
@@ -287,6 +310,7 @@ impl<'a> Trace<'a> {
             entry: None,
             service: None,
             principal: None,
+            edge_rule: None,
         }
     }
 
@@ -318,6 +342,7 @@ impl<'a> Trace<'a> {
             entry: self.entry.as_ref().map(ToString::to_string),
             service: self.service.clone(),
             principal: self.principal.clone(),
+            edge_rule: self.edge_rule,
             effect,
             status,
             layer,
@@ -368,6 +393,15 @@ impl<'a> Trace<'a> {
             Some(status) => Ok(self.respond(status, path)),
             None => Err(NoRoute),
         }
+    }
+
+    /// A refusal by the load balancer's security policy: Cloud Armor's response (its deny page,
+    /// or the redirect), not Cloud Run's, because the request never reached Cloud Run.
+    fn edge_refusal(&self, mut d: Decision, mut reasons: Vec<Reason>, location: Option<&str>) -> Outcome {
+        reasons.append(&mut d.reasons);
+        let status = d.status.unwrap_or(moat_policy::armor::RECAPTCHA_REFUSAL_STATUS);
+        self.record(d.effect, Some(status), Some(layer_name(Layer::Edge)), reasons, None);
+        Ok(edge::respond(status, location))
     }
 
     async fn forward(

@@ -23,6 +23,9 @@ pub struct DecisionRecord {
     pub service: Option<String>,
     /// The authenticated caller's email; `null` for anonymous callers and refused tokens.
     pub principal: Option<String>,
+    /// The priority of the load balancer security policy rule that decided (`null` when the
+    /// request did not enter through a load balancer with a policy).
+    pub edge_rule: Option<u32>,
     pub effect: Effect,
     /// The status the client got; `null` when the connection was closed without a response
     /// (the door does not exist on the caller's network).

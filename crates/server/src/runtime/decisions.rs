@@ -202,6 +202,7 @@ mod tests {
             entry: Some("default-url".into()),
             service: Some("api".into()),
             principal: None,
+            edge_rule: None,
             effect: Effect::Deny,
             status: Some(403),
             layer: Some("authorization"),

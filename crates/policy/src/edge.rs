@@ -1,0 +1,188 @@
+//! The edge stage for `explain`: a query names some facts of the request (method, path, client
+//! address, headers) and not others. Rules that read only known facts are evaluated by the same
+//! evaluator the front door runs; a rule that needs a fact the query lacks is set aside and
+//! said to depend on it, never guessed.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::armor::expr::Attribute;
+use crate::armor::{EdgeRequest, EdgeVerdict, Match, Rule, SecurityPolicy};
+use crate::decision::Reason;
+
+/// Reason code: a rule needs request facts the query does not give; it was set aside.
+pub const DEPENDS_ON_REQUEST: &str = "edge.depends_on_request";
+
+/// The request facts an `explain` query gives. `None` means unknown, not empty: the rules that
+/// read it are set aside. `headers: Some(..)` means the request carries exactly these (and the
+/// Host).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeFacts {
+    pub method: Option<String>,
+    /// Path and query, as on the request line.
+    pub target: Option<String>,
+    pub source_ip: Option<IpAddr>,
+    pub headers: Option<Vec<(String, String)>>,
+}
+
+/// A fact a rule may need, and the flag that gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fact {
+    Method,
+    Path,
+    SourceIp,
+    Headers,
+}
+
+impl Fact {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Method => "request.method (--method)",
+            Self::Path => "request.path/request.query (--path)",
+            Self::SourceIp => "origin.ip (--source-ip)",
+            Self::Headers => "request.headers (--header)",
+        }
+    }
+}
+
+impl EdgeFacts {
+    /// The request as the front door would build it, with placeholders for unknown facts
+    /// (never read: the rules that need them are set aside). The scheme is `http`, as on
+    /// moat's listeners.
+    pub fn request(&self, host: &str) -> EdgeRequest {
+        let ip = self.source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let mut r = EdgeRequest::new(
+            self.method.as_deref().unwrap_or("GET"),
+            "http",
+            host,
+            self.target.as_deref().unwrap_or("/"),
+            ip,
+        );
+        for (k, v) in self.headers.iter().flatten() {
+            r = r.header(k, v);
+        }
+        r
+    }
+
+    fn knows(&self, fact: Fact) -> bool {
+        match fact {
+            Fact::Method => self.method.is_some(),
+            Fact::Path => self.target.is_some(),
+            Fact::SourceIp => self.source_ip.is_some(),
+            Fact::Headers => self.headers.is_some(),
+        }
+    }
+
+    /// The facts `rule` reads that the query does not give.
+    fn missing(&self, policy: &SecurityPolicy, rule: &Rule) -> Vec<Fact> {
+        let mut needs = Vec::new();
+        match &rule.matcher {
+            Match::SrcIps { all: true, .. } => {}
+            Match::SrcIps { all: false, .. } => needs.push(Fact::SourceIp),
+            Match::Expr(e) => {
+                for a in e.compiled.attributes() {
+                    match a {
+                        Attribute::RequestMethod => needs.push(Fact::Method),
+                        Attribute::RequestPath | Attribute::RequestQuery => needs.push(Fact::Path),
+                        Attribute::RequestHeaders => needs.push(Fact::Headers),
+                        Attribute::OriginIp => needs.push(Fact::SourceIp),
+                        Attribute::OriginUserIp => {
+                            needs.push(Fact::SourceIp);
+                            if !policy.user_ip_request_headers.is_empty() {
+                                needs.push(Fact::Headers);
+                            }
+                        }
+                        // Known without the query: the listener's scheme, and what moat never
+                        // has (region, ASN, TLS fingerprints, reCAPTCHA tokens) is absent for
+                        // every request, as at the front door.
+                        _ => {}
+                    }
+                }
+            }
+        }
+        needs.sort();
+        needs.dedup();
+        needs.retain(|f| !self.knows(*f));
+        needs
+    }
+}
+
+/// Evaluates `policy` for what the query knows. Rules before the deciding one that need
+/// unknown facts come first in the reasons, one `edge.depends_on_request` each.
+pub fn evaluate<'p>(policy: &'p SecurityPolicy, facts: &EdgeFacts, host: &str) -> EdgeVerdict<'p> {
+    let request = facts.request(host);
+    let mut verdict = policy.evaluate_where(&request, |rule| facts.missing(policy, rule).is_empty());
+    let decider = verdict.priority();
+    let mut depends: Vec<Reason> = policy
+        .rules()
+        .iter()
+        .take_while(|r| r.priority < decider)
+        .filter_map(|rule| {
+            let missing = facts.missing(policy, rule);
+            if missing.is_empty() {
+                return None;
+            }
+            let what: Vec<&str> = missing.iter().map(|f| f.describe()).collect();
+            let preview = if rule.preview { " (preview)" } else { "" };
+            Some(Reason::new(
+                DEPENDS_ON_REQUEST,
+                format!(
+                    "rule {}{preview} ({}) depends on request attributes: {}; set aside as if it did not match",
+                    rule.priority,
+                    rule.action,
+                    what.join(", ")
+                ),
+                Some(&rule.source),
+            ))
+        })
+        .collect();
+    depends.append(&mut verdict.reasons);
+    verdict.reasons = depends;
+    verdict
+}
+
+#[cfg(test)]
+#[expect(clippy::panic, reason = "tests fail on a policy that does not load")]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"{"name":"p","rules":[
+      {"action":"deny(403)","priority":10,"match":{"versionedExpr":"SRC_IPS_V1","config":{"srcIpRanges":["192.0.2.0/24"]}}},
+      {"action":"deny(404)","priority":20,"match":{"expr":{"expression":"request.path.startsWith('/admin')"}}},
+      {"action":"allow","priority":2147483647,"match":{"versionedExpr":"SRC_IPS_V1","config":{"srcIpRanges":["*"]}}}]}"#;
+
+    fn policy() -> SecurityPolicy {
+        SecurityPolicy::from_json(POLICY, "armor/p.json").unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn codes(v: &EdgeVerdict<'_>) -> Vec<&'static str> {
+        v.reasons.iter().map(|r| r.code).collect()
+    }
+
+    #[test]
+    fn rules_needing_unknown_facts_are_set_aside_and_said_to_depend() {
+        let p = policy();
+        let v = evaluate(&p, &EdgeFacts::default(), "h");
+        assert_eq!(v.priority(), 2_147_483_647);
+        assert_eq!(codes(&v), [DEPENDS_ON_REQUEST, DEPENDS_ON_REQUEST, "edge.default_rule"]);
+        assert!(v.reasons.first().is_some_and(|r| r.message.contains("origin.ip (--source-ip)")));
+    }
+
+    #[test]
+    fn known_facts_decide_exactly_as_the_evaluator() {
+        let p = policy();
+        let facts = EdgeFacts {
+            method: Some("GET".into()),
+            target: Some("/admin/x".into()),
+            source_ip: Some(IpAddr::from([198, 51, 100, 1])),
+            headers: Some(Vec::new()),
+        };
+        let v = evaluate(&p, &facts, "h");
+        assert_eq!(v.priority(), 20);
+        assert_eq!(codes(&v), ["edge.rule_matched"]);
+        let direct = p.evaluate(&facts.request("h"));
+        assert_eq!(direct.reasons, v.reasons);
+        // A rule already decided before an unknown one: nothing depends.
+        let v = evaluate(&p, &EdgeFacts { source_ip: Some(IpAddr::from([192, 0, 2, 1])), ..EdgeFacts::default() }, "h");
+        assert_eq!((v.priority(), codes(&v)), (10, vec!["edge.rule_matched"]));
+    }
+}
