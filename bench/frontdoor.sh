@@ -9,13 +9,17 @@
 #   moat      `moat serve` on a temp project in front of the same upstream :$MOAT_PORT
 #             (`pub`: invoker check disabled; `priv`: private, one service-account invoker)
 #   moat-nolog  (LOGCOST=1) the same moat, with decisions.jsonl and stderr sent to /dev/null
+#   moat-lb-*   (EDGE=1) `pub` through two external load balancers of the same moat:
+#             `moat-lb-plain` without a security policy, `moat-lb-edge` with a 20-rule Cloud
+#             Armor policy (19 deny rules that do not match, CIDR and CEL alternating, then a
+#             throttle keyed on IP that every request conforms to) before the default rule
 # and measures each with wrk, interleaved (direct, nginx, moat-public, moat-private, repeat),
 # ROUNDS times at CONNS connections and ROUNDS times at HIGH_CONNS connections; prints the
 # medians, the ratios to nginx, and moat's memory (VmRSS peak sampled during the HIGH_CONNS
 # runs, and VmHWM).
 #
 # Installs nginx-light and wrk with apt-get when missing. Everything it starts is stopped on
-# exit. Overridable: DURATION, HIGH_DURATION, CONNS, HIGH_CONNS, THREADS, ROUNDS, LOGCOST,
+# exit. Overridable: DURATION, HIGH_DURATION, CONNS, HIGH_CONNS, THREADS, ROUNDS, LOGCOST, EDGE,
 # NGINX_WORKERS, UPSTREAM_PORT, PROXY_PORT, MOAT_PORT, MOAT_NOLOG_PORT, KEEP (keep the temp dir),
 # MOAT_BIN (measure this binary instead of building the working tree).
 set -euo pipefail
@@ -27,6 +31,7 @@ HIGH_CONNS=${HIGH_CONNS:-200}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 LOGCOST=${LOGCOST:-1}
+EDGE=${EDGE:-0}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18101}
 PROXY_PORT=${PROXY_PORT:-18100}
@@ -41,6 +46,8 @@ PROJECT_ID=bench-prod
 SA=caller@${PROJECT_ID}.iam.gserviceaccount.com
 PUB_HOST=pub-${NUMBER}.${REGION}.run.app
 PRIV_HOST=priv-${NUMBER}.${REGION}.run.app
+LB_PLAIN_HOST=plain.bench.example
+LB_EDGE_HOST=edge.bench.example
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -158,6 +165,39 @@ start_nginx proxy "
     }" "$PROXY_PORT"
 
 # --- the bench project -------------------------------------------------------------------------
+write_edge() { # DIR: two load balancers to `pub`, and the 20-rule policy of one of them
+    local dir=$1 i rules=""
+    mkdir -p "$dir/armor"
+    cat >>"$dir/moat.yaml" <<EOF
+load_balancers:
+  - name: plain
+    scheme: external
+    hosts: [$LB_PLAIN_HOST]
+    routes:
+      - service: pub
+  - name: edge
+    scheme: external
+    hosts: [$LB_EDGE_HOST]
+    security_policy: bench-edge
+    routes:
+      - service: pub
+EOF
+    for i in $(seq 1 19); do
+        if ((i % 2)); then
+            rules+="{\"action\": \"deny(403)\", \"priority\": $((i * 10)), \"match\": {\"versionedExpr\": \"SRC_IPS_V1\", \"config\": {\"srcIpRanges\": [\"10.$i.0.0/16\", \"192.0.2.$i/32\"]}}},"
+        else
+            rules+="{\"action\": \"deny(403)\", \"priority\": $((i * 10)), \"match\": {\"expr\": {\"expression\": \"request.path.startsWith('/blocked-$i') || request.method == 'TRACE'\"}}},"
+        fi
+    done
+    # A throttle every request matches and conforms to: at most 1,000,000 per 60 s per client
+    # (wrk's requests all come from 127.0.0.1, one key); a run that passes it fails on non-2xx.
+    rules+='{"action": "throttle", "priority": 200, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}},'
+    rules+=' "rateLimitOptions": {"conformAction": "allow", "exceedAction": "deny(429)", "enforceOnKey": "IP",'
+    rules+=' "rateLimitThreshold": {"count": 1000000, "intervalSec": 60}}},'
+    rules+='{"action": "allow", "priority": 2147483647, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}}}'
+    printf '{"name": "bench-edge", "rules": [%s]}\n' "$rules" >"$dir/armor/bench-edge.json"
+}
+
 write_project() { # DIR INTERNET_PORT
     local dir=$1
     mkdir -p "$dir/services" "$dir/iam"
@@ -176,6 +216,7 @@ run:
   pub: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
   priv: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
 EOF
+    if [[ $EDGE == 1 ]]; then write_edge "$dir"; fi
     local svc
     for svc in pub priv; do
         local extra=""
@@ -244,10 +285,16 @@ check 200 nginx "http://127.0.0.1:$PROXY_PORT/"
 check 200 moat-public -H "Host: $PUB_HOST" "http://127.0.0.1:$MOAT_PORT/"
 check 403 "moat-private without a token" -H "Host: $PRIV_HOST" "http://127.0.0.1:$MOAT_PORT/"
 check 200 moat-private -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$MOAT_PORT/"
+if [[ $EDGE == 1 ]]; then
+    check 200 moat-lb-plain -H "Host: $LB_PLAIN_HOST" "http://127.0.0.1:$MOAT_PORT/"
+    check 200 moat-lb-edge -H "Host: $LB_EDGE_HOST" "http://127.0.0.1:$MOAT_PORT/"
+    check 403 "moat-lb-edge on a denied path" -H "Host: $LB_EDGE_HOST" "http://127.0.0.1:$MOAT_PORT/blocked-2"
+fi
 
 # --- measuring ----------------------------------------------------------------------------------
 TARGETS=(direct nginx moat-public moat-private)
 if [[ $LOGCOST == 1 ]]; then TARGETS+=(moat-private-nolog); fi
+if [[ $EDGE == 1 ]]; then TARGETS+=(moat-lb-plain moat-lb-edge); fi
 
 wrk_args() { # TARGET: the URL and headers for it
     case $1 in
@@ -256,6 +303,7 @@ wrk_args() { # TARGET: the URL and headers for it
         moat-public) echo "http://127.0.0.1:$MOAT_PORT/" ;;
         moat-private) echo "http://127.0.0.1:$MOAT_PORT/" ;;
         moat-private-nolog) echo "http://127.0.0.1:$MOAT_NOLOG_PORT/" ;;
+        moat-lb-plain | moat-lb-edge) echo "http://127.0.0.1:$MOAT_PORT/" ;;
     esac
 }
 
@@ -291,10 +339,12 @@ run_wrk() { # CONNS DURATION TARGET ROUND
     case $target in
         moat-public) hdr=(-H "Host: $PUB_HOST") ;;
         moat-private | moat-private-nolog) hdr=(-H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN") ;;
+        moat-lb-plain) hdr=(-H "Host: $LB_PLAIN_HOST") ;;
+        moat-lb-edge) hdr=(-H "Host: $LB_EDGE_HOST") ;;
     esac
     local watch_pid=""
     case $target in
-        moat-public | moat-private) watch_pid=$MOAT_PID ;;
+        moat-public | moat-private | moat-lb-plain | moat-lb-edge) watch_pid=$MOAT_PID ;;
         moat-private-nolog) watch_pid=${NOLOG_PID:-} ;;
         nginx) watch_pid=$proxy_PID ;;
     esac
@@ -339,6 +389,8 @@ for t in "${TARGETS[@]}"; do
     case $t in
         moat-public) wrk -t1 -c8 -d1s -H "Host: $PUB_HOST" "$url" >/dev/null ;;
         moat-private | moat-private-nolog) wrk -t1 -c8 -d1s -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null ;;
+        moat-lb-plain) wrk -t1 -c8 -d1s -H "Host: $LB_PLAIN_HOST" "$url" >/dev/null ;;
+        moat-lb-edge) wrk -t1 -c8 -d1s -H "Host: $LB_EDGE_HOST" "$url" >/dev/null ;;
         *) wrk -t1 -c8 -d1s "$url" >/dev/null ;;
     esac
 done

@@ -29,7 +29,7 @@ fn json(o: &Output) -> Value {
 }
 
 fn all_rules() -> BTreeSet<String> {
-    (1..=13).map(|i| format!("MOAT{i:03}")).collect()
+    (1..=16).map(|i| format!("MOAT{i:03}")).collect()
 }
 
 #[test]

@@ -9,6 +9,7 @@
 
 mod caller_path;
 mod credentials;
+mod edge_policy;
 mod identity;
 mod index;
 mod load_balancer;
@@ -135,6 +136,9 @@ pub const RULES: &[Rule] = &[
     load_balancer::MOAT011,
     project_grants::MOAT012,
     vpc::MOAT013,
+    edge_policy::MOAT014,
+    edge_policy::MOAT015,
+    edge_policy::MOAT016,
 ];
 
 /// The rule with this id.
@@ -174,7 +178,7 @@ mod tests {
     #[test]
     fn catalogue_is_complete_and_in_order() {
         let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
-        let expected: Vec<String> = (1..=13).map(|i| format!("MOAT{i:03}")).collect();
+        let expected: Vec<String> = (1..=16).map(|i| format!("MOAT{i:03}")).collect();
         assert_eq!(ids, expected);
         for r in RULES {
             assert!(!r.title.is_empty() && !r.explanation.is_empty() && !r.fix.is_empty(), "{}", r.id);

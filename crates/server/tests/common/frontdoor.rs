@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moat_crypto::{Account, KeyRing, TokenFormat, Verifier, VerifierConfig, sign_id_token};
 use moat_policy::{Origin, Principal, Project, SourceFile};
-use moat_server::frontdoor::{DecisionRecord, DecisionSink, FrontDoor, Limits};
+use moat_server::frontdoor::{DecisionRecord, DecisionSink, FrontDoor, Limits, RateState};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -116,6 +116,8 @@ pub struct Harness {
     pub records: Arc<Capture>,
     pub echo: Echo,
     pub project: Arc<Project>,
+    /// The front door's clock, Unix seconds; starts at [`NOW`] and moves only when a test sets it.
+    pub clock: Arc<AtomicU64>,
     listeners: BTreeMap<String, SocketAddr>,
     pub serving: Vec<tokio::task::JoinHandle<Result<(), moat_server::frontdoor::FrontDoorError>>>,
 }
@@ -126,6 +128,18 @@ impl Harness {
     }
 
     pub async fn start_with(project: Project, origins: &[Origin], limits: Limits, with_upstream: bool) -> Self {
+        Self::start_full(project, origins, limits, with_upstream, None).await
+    }
+
+    /// As [`Harness::start_with`], counting rate limits and bans in `rate` when given (several
+    /// front doors sharing one state stand for replicas sharing a store).
+    pub async fn start_full(
+        project: Project,
+        origins: &[Origin],
+        limits: Limits,
+        with_upstream: bool,
+        rate: Option<Arc<dyn RateState>>,
+    ) -> Self {
         let keys = KeyRing::in_memory(NOW).unwrap();
         let verifier = Arc::new(Verifier::new(VerifierConfig::google(), keys.key_set()));
         let echo = echo_upstream().await;
@@ -133,11 +147,16 @@ impl Harness {
         let upstreams = move |_: &str| with_upstream.then(|| base.clone());
         let records = Arc::new(Capture::default());
         let project = Arc::new(project);
-        let door = FrontDoor::builder(Arc::clone(&project), verifier, upstreams)
-            .clock(Arc::new(|| NOW))
+        let clock = Arc::new(AtomicU64::new(NOW));
+        let now = Arc::clone(&clock);
+        let mut builder = FrontDoor::builder(Arc::clone(&project), verifier, upstreams)
+            .clock(Arc::new(move || now.load(Ordering::SeqCst)))
             .sink(Arc::clone(&records) as Arc<dyn DecisionSink>)
-            .limits(limits)
-            .build();
+            .limits(limits);
+        if let Some(rate) = rate {
+            builder = builder.rate_state(rate);
+        }
+        let door = builder.build();
         let mut listeners = BTreeMap::new();
         let mut serving = Vec::new();
         for origin in origins {
@@ -147,13 +166,18 @@ impl Harness {
             let door = door.clone();
             serving.push(tokio::spawn(async move { door.serve(listener, origin).await }));
         }
-        Self { door, keys, records, echo, project, listeners, serving }
+        Self { door, keys, records, echo, project, clock, listeners, serving }
     }
 
     /// The listener of `origin` (`internet`, `vpc:P/N`, ...).
     pub fn addr(&self, origin: &Origin) -> SocketAddr {
         let key = origin.clone().in_project(&self.project.id).to_string();
         *self.listeners.get(&key).unwrap_or_else(|| panic!("no listener for `{key}`"))
+    }
+
+    /// Sets the front door's clock to `t` (Unix seconds).
+    pub fn set_time(&self, t: u64) {
+        self.clock.store(t, Ordering::SeqCst);
     }
 
     pub fn internet(&self) -> SocketAddr {
