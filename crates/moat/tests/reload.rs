@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use listeners::listener_addr;
+use listeners::{listener_addr, read_until_ready};
 
 const HOST: &str = "api.run.localhost";
 const OPEN: &str = r#"{"bindings": [{"role": "roles/run.invoker", "members": ["allUsers"]}]}"#;
@@ -207,14 +207,10 @@ fn start(upstream: SocketAddr) -> Serve {
             }
         }
     });
-    let mut stdout = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
-        let done = line.starts_with("ready:");
-        stdout.push(line);
-        if done {
-            break;
-        }
-    }
+    let Some(stdout) = read_until_ready(child.stdout.take().unwrap(), Duration::from_secs(60)).ready else {
+        let _ = child.kill();
+        panic!("moat printed no `ready:` line within 60 s");
+    };
     let addr = |origin: &str| listener_addr(&stdout, origin);
     Serve { internet: addr("internet"), admin: addr("admin"), child, dir, log }
 }

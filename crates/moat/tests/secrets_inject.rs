@@ -10,14 +10,14 @@
 #[path = "common/listeners.rs"]
 mod listeners;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use listeners::listener_addr;
+use listeners::{collect, listener_addr, read_until_ready};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "tests/fixtures/secrets";
@@ -182,38 +182,17 @@ fn start_with(state_arg: &std::path::Path, state: PathBuf) -> Up {
         .stderr(Stdio::piped())
         .spawn()
         .expect("moat starts");
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = Arc::clone(&stderr);
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    let stdout = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    let lines = Arc::clone(&stdout);
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let ready = line.starts_with("ready:");
-            lines.lock().unwrap().push(line);
-            if ready {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+    let stderr = collect(child.stderr.take().unwrap());
+    let out = read_until_ready(child.stdout.take().unwrap(), Duration::from_secs(60));
+    let stdout = out.all;
+    let Some(printed) = out.ready else {
         let _ = child.kill();
         panic!(
             "moat up printed no `ready:` line within 60 s:\n{}\n{}",
             stdout.lock().unwrap().join("\n"),
             stderr.lock().unwrap()
         );
-    }
-    let printed = stdout.lock().unwrap().clone();
+    };
     let addr = |origin: &str| listener_addr(&printed, origin);
     let token = std::fs::read_to_string(state.join("secrets/admin.token")).unwrap().trim().to_owned();
     Up { admin: addr("admin"), internet: addr("internet"), api: addr("secrets"), token, child, stdout, stderr, state }

@@ -9,14 +9,14 @@
 #[path = "common/listeners.rs"]
 mod listeners;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use listeners::listener_addr;
+use listeners::{collect, listener_addr, read_until_ready};
 use serde_json::Value;
 
 const SEED: &str = "reload-seed-vol-v1-6c1e0f";
@@ -88,32 +88,11 @@ impl Up {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let ready = line.starts_with("ready:");
-                lines.push(line);
-                if ready {
-                    let _ = tx.send(lines.clone());
-                }
-            }
-        });
-        let printed = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+        let stderr = collect(child.stderr.take().unwrap());
+        let Some(printed) = read_until_ready(child.stdout.take().unwrap(), Duration::from_secs(60)).ready else {
             let _ = child.kill();
             panic!("moat up printed no `ready:` line: {}", stderr.lock().unwrap())
-        });
+        };
         Self { admin: listener_addr(&printed, "admin"), child, stderr, dir }
     }
 

@@ -8,14 +8,13 @@
 #[path = "common/listeners.rs"]
 mod listeners;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use listeners::listener_addr;
+use listeners::{listener_addr, read_until_ready};
 
 use serde_json::Value;
 
@@ -67,32 +66,11 @@ fn start() -> Up {
         .stderr(Stdio::null())
         .spawn()
         .expect("moat starts");
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut stdout = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        let line = match line {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("moat up printed no `ready:` line within 60 s:\n{}", stdout.join("\n"));
-            }
-        };
-        let done = line.starts_with("ready:");
-        stdout.push(line);
-        if done {
-            break;
-        }
-    }
+    let printed = read_until_ready(child.stdout.take().unwrap(), Duration::from_secs(60));
+    let Some(stdout) = printed.ready else {
+        let _ = child.kill();
+        panic!("moat up printed no `ready:` line within 60 s:\n{}", printed.all.lock().unwrap().join("\n"));
+    };
     let addr = |origin: &str| listener_addr(&stdout, origin);
     Up { admin: addr("admin"), internet: addr("internet"), child, stdout, state }
 }

@@ -3,14 +3,12 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::listeners::listener_addr;
+use crate::listeners::{listener_addr, read_until_ready};
 
 /// A project directory under the system temp dir, removed when dropped.
 pub struct TempProject {
@@ -65,37 +63,16 @@ impl Up {
             .stderr(err)
             .spawn()
             .expect("moat starts");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut stdout = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    let done = line.starts_with("ready:");
-                    stdout.push(line);
-                    if done {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "moat up printed no `ready:` line within 30 s:\n{}\nstderr:\n{}",
-                        stdout.join("\n"),
-                        std::fs::read_to_string(stderr).unwrap_or_default()
-                    );
-                }
-            }
-        }
+        let printed = read_until_ready(child.stdout.take().unwrap(), Duration::from_secs(30));
+        let Some(stdout) = printed.ready else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "moat up printed no `ready:` line within 30 s:\n{}\nstderr:\n{}",
+                printed.all.lock().unwrap().join("\n"),
+                std::fs::read_to_string(stderr).unwrap_or_default()
+            );
+        };
         let secrets = listener_addr(&stdout, "secrets");
         Self { child, stdout, secrets }
     }
