@@ -15,6 +15,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,43 @@ def run_python(code: str, env: dict[str, str]) -> dict:
     )
     assert proc.returncode == 0, f"client failed ({proc.returncode}):\n{proc.stderr}"
     return json.loads(proc.stdout)
+
+
+@contextmanager
+def moat_up(project: Path, state: Path, tmp: Path, ready: str):
+    """`moat up PROJECT --state STATE` until the block ends (SIGTERM, SIGKILL after 20 s).
+    Fails unless its `ready:` line starts with `ready` within 60 s; yields the printed lines
+    and the admin listener's `/status` services by name."""
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV and not k.startswith("CLOUDSDK_")}
+    env.pop("MOAT_MASTER_KEY", None)
+    stderr = open(tmp / "moat.stderr", "w")
+    proc = subprocess.Popen(
+        [str(moat_bin()), "up", str(project), "--state", str(state)],
+        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+    )
+    lines: list[str] = []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("ready:"):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    try:
+        if not any(l.startswith(ready) for l in lines):
+            pytest.fail("moat up did not get ready:\n" + "\n".join(lines) + "\n" + (tmp / "moat.stderr").read_text())
+        admin = next(l.split()[1] for l in lines if l.split()[:1] == ["admin"])
+        with urllib.request.urlopen(f"http://{admin}/status", timeout=10) as resp:
+            services = {s["service"]: s for s in json.load(resp)["services"]}
+        yield lines, services
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stderr.close()

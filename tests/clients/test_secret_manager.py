@@ -16,16 +16,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import _FOREIGN_ENV, moat_bin
+from conftest import _FOREIGN_ENV, moat_bin, moat_up
 
 PROJECT_ID = "sm-proj"
 NUMBER = "300000000003"
@@ -179,42 +177,11 @@ def up(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sm")
     dest = write_project(tmp / "project")
     state = tmp / "state"
-    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV and not k.startswith("CLOUDSDK_")}
-    env.pop("MOAT_MASTER_KEY", None)
-    stderr = open(tmp / "moat.stderr", "w")
-    proc = subprocess.Popen(
-        [str(moat_bin()), "up", str(dest), "--state", str(state)],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
-    )
-    lines: list[str] = []
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("ready:"):
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout=60)
-    try:
-        if not any(l.startswith("ready: 2/2") for l in lines):
-            pytest.fail("moat up did not get ready:\n" + "\n".join(lines) + "\n" + (tmp / "moat.stderr").read_text())
-        admin = next(l.split()[1] for l in lines if l.split()[:1] == ["admin"])
-        with urllib.request.urlopen(f"http://{admin}/status", timeout=10) as resp:
-            services = {s["service"]: s for s in json.load(resp)["services"]}
+    with moat_up(dest, state, tmp, ready="ready: 2/2") as (lines, services):
         endpoint = (state / "secrets" / "endpoint").read_text().strip()
         listed = next(l.split()[1] for l in lines if l.split()[:1] == ["secrets"])
         assert endpoint == f"http://{listed}", (endpoint, listed)
         yield {"services": services, "endpoint": endpoint, "state": state, "tmp": tmp}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        stderr.close()
     assert not (state / "secrets" / "endpoint").exists(), "a clean stop removes the endpoint file"
 
 

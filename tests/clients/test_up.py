@@ -13,16 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, _FOREIGN_ENV, moat_bin
+from conftest import REPO, moat_bin, moat_up
 
 FIXTURE = REPO / "crates" / "moat" / "tests" / "fixtures" / "up"
 
@@ -103,38 +100,8 @@ def up(tmp_path_factory):
     """`moat up` on the temporary project until the module's tests are done."""
     tmp = tmp_path_factory.mktemp("up")
     dest = project(tmp)
-    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV and not k.startswith("CLOUDSDK_")}
-    stderr = open(tmp / "moat.stderr", "w")
-    proc = subprocess.Popen(
-        [str(moat_bin()), "up", str(dest), "--state", str(tmp / "state")],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
-    )
-    lines: list[str] = []
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("ready:"):
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout=60)
-    try:
-        if not any(l.startswith("ready: 4/4") for l in lines):
-            pytest.fail("moat up did not get ready:\n" + "\n".join(lines) + "\n" + (tmp / "moat.stderr").read_text())
-        admin = next(l.split()[1] for l in lines if l.split()[:1] == ["admin"])
-        with urllib.request.urlopen(f"http://{admin}/status", timeout=10) as resp:
-            status = json.load(resp)
-        yield {s["service"]: s for s in status["services"]}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        stderr.close()
+    with moat_up(dest, tmp / "state", tmp, ready="ready: 4/4") as (_, services):
+        yield services
 
 
 def call(up, caller: str, service: str, audience: str | None = None) -> dict:
