@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, moat_bin, moat_up
+from conftest import REPO, moat_up
 
 FIXTURE = REPO / "crates" / "moat" / "tests" / "fixtures" / "up"
 
