@@ -91,3 +91,63 @@ fn subnet_of<'a>(project: &'a Project, caller: &Service) -> Option<&'a Subnet> {
     let net = project.network(&vpc.network.network).filter(|_| project.is_self(&vpc.network.project))?;
     net.subnets.iter().find(|s| &s.name == sub)
 }
+
+// ------------------------------------------------------------------ outbound connections
+//
+// SKELETON (filled in by the egress policy work): the types and signatures are fixed; the
+// bodies below are placeholders that refuse everything.
+
+/// What kind of address an outbound destination has (spec/cloudrun.md §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressClass {
+    /// The instance's metadata server, `169.254.169.254`: reachable in every egress mode.
+    Metadata,
+    /// The instance itself (`127.0.0.0/8`, `::1`).
+    Loopback,
+    /// RFC 1918 (and `100.64.0.0/10` when configured as private).
+    Private,
+    /// Private Google Access VIPs: `199.36.153.8/30` (private.googleapis.com) and
+    /// `199.36.153.4/30` (restricted.googleapis.com).
+    GoogleAccess,
+    /// Everything else: the internet.
+    Public,
+}
+
+/// Classifies `addr` for `private-ranges-only` routing.
+pub fn classify(addr: std::net::IpAddr, config: &crate::model::EgressConfig) -> AddressClass {
+    let _ = (addr, config);
+    AddressClass::Public
+}
+
+/// How an outbound connection leaves the calling instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// To the instance's own metadata server; never leaves the instance's host.
+    Metadata,
+    /// Straight to the internet, from Google's shared, changing addresses.
+    Direct,
+    /// Into a VPC network (through a connector or Direct VPC egress); firewall rules apply.
+    Vpc(crate::model::NetworkRef),
+}
+
+/// The egress decision for one outbound connection: the route, whether it is allowed, the
+/// firewall rule that decided (if one did), and every step, as `explain` prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressDecision {
+    pub route: Route,
+    pub effect: crate::decision::Effect,
+    /// The name of the VPC firewall rule that decided, when one did (not for implied rules).
+    pub rule: Option<String>,
+    pub reasons: Vec<Reason>,
+}
+
+/// Decides an outbound TCP connection from an instance of `caller` to `addr:port`.
+pub fn decide(project: &Project, caller: &Service, addr: std::net::IpAddr, port: u16) -> EgressDecision {
+    let _ = (project, caller, addr, port);
+    EgressDecision {
+        route: Route::Direct,
+        effect: crate::decision::Effect::Deny,
+        rule: None,
+        reasons: vec![Reason::new("egress.unimplemented", "egress decisions are not built yet", None)],
+    }
+}

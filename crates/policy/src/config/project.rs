@@ -58,7 +58,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
                     }
                 })
                 .collect();
-            Network { name: n.value.name.value, subnets, source }
+            Network { name: n.value.name.value, subnets, nat: false, firewall: Vec::new(), source }
         })
         .collect();
     let shared_vpc: Vec<SharedVpc> = raw
@@ -76,6 +76,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         region: p.region.value,
         source: project_src.clone(),
         networks,
+        egress: crate::model::EgressConfig::default(),
         shared_vpc,
         connectors: Vec::new(),
         perimeter: None,

@@ -6,9 +6,9 @@ pub mod service;
 
 pub use iam::{Binding, Condition, IamPolicy, Member, MemberRef};
 pub use project::{
-    Acceptance, Connector, DEFAULT_INTERNET_LISTENER, DomainMapping, EPHEMERAL_LISTENER, Group, LbRoute, LbScheme,
-    Listeners, LoadBalancer, Network, Perimeter, Project, RunSpec, RunTarget, Secret, Seed, ServiceAccount, SharedVpc,
-    Subnet, default_compute_sa,
+    Acceptance, Connector, DEFAULT_INTERNET_LISTENER, DomainMapping, EPHEMERAL_LISTENER, EgressConfig, ExternalHost,
+    FirewallAction, FirewallRule, Group, LbRoute, LbScheme, Listeners, LoadBalancer, Network, Perimeter, PortRange,
+    Project, RunSpec, RunTarget, Secret, Seed, ServiceAccount, SharedVpc, Subnet, default_compute_sa,
 };
 pub use service::{
     EnvValue, EnvVar, Ingress, NetworkRef, SecretRef, SecretVolume, Service, ServiceFormat, Setting, TrafficTag,

@@ -26,7 +26,77 @@ pub struct Subnet {
 pub struct Network {
     pub name: String,
     pub subnets: Vec<Subnet>,
+    /// Cloud NAT on the network: traffic that enters the VPC may leave it for the internet.
+    pub nat: bool,
+    /// Egress firewall rules, as written (evaluated by priority by `egress::decide`).
+    pub firewall: Vec<FirewallRule>,
     pub source: SourceRef,
+}
+
+/// What a VPC firewall rule does with the traffic it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FirewallAction {
+    Allow,
+    Deny,
+}
+
+/// A port or an inclusive range of ports (`443`, `8000-9000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+/// A VPC egress firewall rule (`networks[].firewall` in moat.yaml). Only egress rules are
+/// modelled: ingress to Cloud Run is governed by ingress settings, not VPC firewall rules.
+#[derive(Debug, Clone)]
+pub struct FirewallRule {
+    pub name: String,
+    /// 0 (first) to 65535 (last); GCP's default is 1000.
+    pub priority: u32,
+    pub action: FirewallAction,
+    /// Empty in moat.yaml means `0.0.0.0/0` (GCP's default for egress rules); stored as given.
+    pub destination_ranges: Vec<IpNet>,
+    /// Network tags of the instances the rule applies to; empty = every instance.
+    pub target_tags: Vec<String>,
+    /// TCP ports; empty = every port.
+    pub ports: Vec<PortRange>,
+    pub source: SourceRef,
+}
+
+/// A host outside the project as the simulated network sees it (`egress.hosts` in moat.yaml):
+/// the address egress decisions use, and where moat's egress proxy really connects locally.
+#[derive(Debug, Clone)]
+pub struct ExternalHost {
+    /// Lower-case DNS name.
+    pub name: String,
+    /// The address the host has on the modelled network (decides the route and the rules).
+    pub address: std::net::IpAddr,
+    /// Where the proxy connects instead (a local stand-in server); `None` connects to
+    /// `address`.
+    pub local: Option<SocketAddr>,
+    pub source: SourceRef,
+}
+
+/// Project-wide egress settings (`egress:` in moat.yaml).
+#[derive(Debug, Clone, Default)]
+pub struct EgressConfig {
+    /// Whether `100.64.0.0/10` (RFC 6598, shared address space) counts as a private range for
+    /// `private-ranges-only`. The spec is unsure (spec/cloudrun.md §6.2); default `false`.
+    pub rfc6598_is_private: bool,
+    pub hosts: Vec<ExternalHost>,
+}
+
+impl EgressConfig {
+    pub fn host(&self, name: &str) -> Option<&ExternalHost> {
+        self.hosts.iter().find(|h| h.name.eq_ignore_ascii_case(name))
+    }
 }
 
 /// A Shared VPC network of another (host) project that revisions may attach to.
@@ -198,6 +268,8 @@ pub struct Project {
     pub region: String,
     pub source: SourceRef,
     pub networks: Vec<Network>,
+    /// Egress settings: which ranges are private, and the outside hosts of the simulation.
+    pub egress: EgressConfig,
     pub shared_vpc: Vec<SharedVpc>,
     pub connectors: Vec<Connector>,
     pub perimeter: Option<Perimeter>,
