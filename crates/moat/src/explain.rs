@@ -11,17 +11,25 @@ use moat_policy::{Effect, Entry, Origin, Principal};
 
 use crate::exit::{Exit, report};
 
+mod html;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Human,
     Json,
     Dot,
+    /// One self-contained page: the graph, refusals explained on hover, and every row.
+    Html,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The project directory (contains moat.yaml).
+    /// The project directory (contains moat.yaml), or a Terraform plan or state as
+    /// `terraform show -json` prints it (a `.json` file).
     pub project: PathBuf,
+    /// The project number, for Terraform input (a plan rarely knows it).
+    #[arg(long)]
+    pub project_number: Option<String>,
     /// The service asked about; without `--from`, the matrix for this service only.
     #[arg(long)]
     pub service: Option<String>,
@@ -66,7 +74,7 @@ pub struct Args {
 struct Usage(String);
 
 pub fn run(args: Args) -> Exit {
-    let project = match crate::project_dir::load(&args.project) {
+    let project = match crate::project_dir::load_input(&args.project, args.project_number.as_deref()) {
         Ok(p) => p,
         Err(e) => return report(e),
     };
@@ -76,12 +84,20 @@ pub fn run(args: Args) -> Exit {
                 Ok(q) => q,
                 Err(e) => return report(Usage(e)),
             };
-            if args.format == Format::Dot {
-                return report(Usage("`--format dot` draws the matrix; drop `--from` or use human/json".into()));
+            if matches!(args.format, Format::Dot | Format::Html) {
+                return report(Usage(
+                    "`--format dot` and `--format html` draw the matrix; drop `--from` or use human/json".into(),
+                ));
             }
             match query(&project, &q) {
                 Ok(a) => {
-                    print!("{}", if args.format == Format::Json { json(&a) } else { human(&a) });
+                    let unknown: Vec<String> = project.unknowns_for(&a.service).map(|u| u.path()).collect();
+                    if args.format == Format::Json {
+                        print!("{}", json_with_unknowns(&a, &unknown));
+                    } else {
+                        print!("{}", human(&a));
+                        print!("{}", unknown_notes(&unknown));
+                    }
                     Exit::Clean
                 }
                 Err(e) => report(Usage(e.to_string())),
@@ -98,7 +114,12 @@ pub fn run(args: Args) -> Exit {
                 ));
             }
             match print_matrix(&project, service.as_deref(), args.format) {
-                Ok(()) => Exit::Clean,
+                Ok(()) => {
+                    if args.format == Format::Human {
+                        print!("{}", unknown_notes(&matrix_unknowns(&project, service.as_deref())));
+                    }
+                    Exit::Clean
+                }
                 Err(e) => report(Usage(e)),
             }
         }
@@ -144,6 +165,11 @@ fn print_matrix(project: &moat_policy::Project, service: Option<&str>, format: F
                 .map_err(|e| e.to_string())?;
             }
             Format::Dot => write(&matrix_dot(&matrix(project, service).map_err(|e| e.to_string())?)),
+            Format::Html => write(&html::render(
+                &project.id,
+                &matrix(project, service).map_err(|e| e.to_string())?,
+                &matrix_unknowns(project, service),
+            )),
         }
     }
     match io_err {
@@ -195,6 +221,37 @@ fn parse_query(service: &str, from: &str, args: &Args) -> Result<Query, String> 
         headers,
     };
     Ok(Query { service: service.to_owned(), origin, entry, principal, audience: args.audience.clone(), request })
+}
+
+/// Terraform input: the values unknown until apply that the matrix (of `service`, or all)
+/// depends on.
+fn matrix_unknowns(project: &moat_policy::Project, service: Option<&str>) -> Vec<String> {
+    project
+        .unknowns
+        .iter()
+        .filter(|u| u.matters() && service.is_none_or(|s| u.service.as_deref() == Some(s)))
+        .map(|u| u.path())
+        .collect()
+}
+
+/// Terraform input: the values unknown until apply that the answer depends on, one line each.
+fn unknown_notes(unknown: &[String]) -> String {
+    unknown.iter().map(|u| format!("  depends on a value unknown until apply: {u}\n")).collect()
+}
+
+/// The answer as JSON, with `depends_on_unknown` added when the plan leaves some of its
+/// inputs unknown (never present for a project directory).
+fn json_with_unknowns(a: &Answer, unknown: &[String]) -> String {
+    if unknown.is_empty() {
+        return json(a);
+    }
+    let mut v = serde_json::to_value(a).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("depends_on_unknown".into(), serde_json::json!(unknown));
+    }
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    s.push('\n');
+    s
 }
 
 fn json(a: &Answer) -> String {

@@ -10,6 +10,11 @@ pub enum ProjectDirError {
     #[error("cannot read project directory `{dir}`: {reason}")]
     #[diagnostic(help("pass a directory that contains moat.yaml, e.g. `examples/shop`"))]
     Io { dir: String, reason: String },
+    #[error("`{path}` {reason}")]
+    #[diagnostic(help(
+        "pass a project directory (with moat.yaml) or the output of `terraform show -json` saved as a `.json` file"
+    ))]
+    Input { path: String, reason: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Load(#[from] LoadErrors),
@@ -53,4 +58,31 @@ pub fn read_files(dir: &Path) -> Result<Vec<SourceFile>, ProjectDirError> {
 pub fn load(dir: &Path) -> Result<Project, ProjectDirError> {
     let files = read_files(dir)?;
     Ok(moat_policy::load(&files)?)
+}
+
+/// What `check` and `explain` analyse: a project directory, or a `.json` file holding
+/// `terraform show -json` output (a plan or a state).
+pub fn load_input(path: &Path, project_number: Option<&str>) -> Result<Project, ProjectDirError> {
+    if !path.is_file() {
+        if project_number.is_some() {
+            return Err(ProjectDirError::Input {
+                path: path.display().to_string(),
+                reason: "is a project directory: `--project-number` is for Terraform input, moat.yaml names the number"
+                    .to_owned(),
+            });
+        }
+        return load(path);
+    }
+    let input = |reason: String| ProjectDirError::Input { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| input(format!("cannot be read: {e}")))?;
+    let is_json = path.extension().is_some_and(|x| x == "json");
+    if !is_json || !moat_policy::config::is_terraform_json(&text) {
+        return Err(input(
+            "is a file, but not `terraform show -json` output (a `.json` file with `format_version` and `planned_values` or `values`)"
+                .to_owned(),
+        ));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let opts = moat_policy::config::TerraformOptions { project_number: project_number.map(str::to_owned) };
+    Ok(moat_policy::config::load_terraform(&SourceFile { path: name, text }, &opts)?)
 }

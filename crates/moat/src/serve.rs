@@ -13,8 +13,12 @@ pub struct Args {
     /// State directory (signing keys, decisions.jsonl). Default: PROJECT/.moat.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// Keep rate-limit counters and bans in this Redis (`redis://HOST:PORT/DB`), shared with
+    /// every replica that names it; overrides moat.yaml's `rate_limit_state.redis`.
+    #[arg(long, value_name = "URL")]
+    pub rate_state: Option<String>,
 }
 
 pub fn run(args: Args) -> Exit {
-    run_mode(&args.project, args.state.as_deref(), Mode::Serve)
+    run_mode(&args.project, args.state.as_deref(), Mode::Serve, false, args.rate_state)
 }

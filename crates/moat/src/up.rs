@@ -13,7 +13,7 @@ use miette::Diagnostic;
 use moat_policy::Project;
 use moat_policy::model::RunTarget;
 use moat_server::IdentityState;
-use moat_server::runtime::{Config, LogSink, Options, Runtime, table};
+use moat_server::runtime::{Config, LogSink, NetNs, Options, Runtime, table};
 
 use crate::exit::{Exit, report};
 use crate::identity::{keys_dir, keys_error, state_dir};
@@ -27,6 +27,15 @@ pub struct Args {
     /// State directory (signing keys, decisions.jsonl). Default: PROJECT/.moat.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// Start each instance in a network namespace of its own (Linux, root or CAP_SYS_ADMIN):
+    /// its only ways out are its metadata server, its egress proxy and the Secret Manager API,
+    /// so a workload that ignores HTTP_PROXY reaches nothing.
+    #[arg(long)]
+    pub isolate: bool,
+    /// Keep rate-limit counters and bans in this Redis (`redis://HOST:PORT/DB`), shared with
+    /// every replica that names it; overrides moat.yaml's `rate_limit_state.redis`.
+    #[arg(long, value_name = "URL")]
+    pub rate_state: Option<String>,
 }
 
 /// Why `moat up` or `moat serve` cannot run. Every variant exits with status 2.
@@ -37,6 +46,11 @@ pub enum RunError {
         "give each one `run: {{SERVICE: {{url: http://HOST:PORT}}}}` in moat.yaml, or use `moat up` to start them from `command`"
     ))]
     NoUpstream { services: Vec<String> },
+    #[error("`moat up --isolate` cannot start: network namespaces are not available here: {why}")]
+    #[diagnostic(help(
+        "--isolate needs Linux and root (or CAP_SYS_ADMIN) to give each instance a network namespace of its own; without --isolate the proxy variables (HTTP_PROXY, HTTPS_PROXY) are the only egress control, and a workload that ignores them reaches the network directly"
+    ))]
+    Isolate { why: String },
     #[error("{0}")]
     Start(String),
 }
@@ -58,10 +72,10 @@ impl Mode {
 }
 
 pub fn run(args: Args) -> Exit {
-    run_mode(&args.project, args.state.as_deref(), Mode::Up)
+    run_mode(&args.project, args.state.as_deref(), Mode::Up, args.isolate, args.rate_state)
 }
 
-pub fn run_mode(project: &Path, state: Option<&Path>, mode: Mode) -> Exit {
+pub fn run_mode(project: &Path, state: Option<&Path>, mode: Mode, isolate: bool, rate_state: Option<String>) -> Exit {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,moat_server=info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -69,14 +83,25 @@ pub fn run_mode(project: &Path, state: Option<&Path>, mode: Mode) -> Exit {
         Ok(r) => r,
         Err(e) => return report(RunError::Start(format!("cannot start the async runtime: {e}"))),
     };
-    match runtime.block_on(serve(project, state, mode)) {
+    match runtime.block_on(serve(project, state, mode, isolate, rate_state)) {
         Ok(()) => Exit::Clean,
         Err(e) => report(e),
     }
 }
 
-async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miette::Report> {
+async fn serve(
+    dir: &Path,
+    state: Option<&Path>,
+    mode: Mode,
+    isolate: bool,
+    rate_state: Option<String>,
+) -> Result<(), miette::Report> {
+    // Not a silent fallback: asked for isolation, moat runs isolated or not at all.
+    if isolate {
+        NetNs::available().map_err(|why| RunError::Isolate { why })?;
+    }
     let project = crate::project_dir::load(dir)?;
+    let rate_state = rate_limit_state(&project, rate_state)?;
     if mode == Mode::Serve {
         let missing = without_upstream(&project);
         if !missing.is_empty() {
@@ -104,7 +129,8 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
         sink: Arc::new(sink),
         start_workloads: mode == Mode::Up,
         secrets,
-        options: Options::default(),
+        options: Options { isolate, ..Options::default() },
+        rate_state,
     };
     let project = Arc::clone(&config.project);
     let runtime = Runtime::start(config).await.map_err(|e| RunError::Start(e.to_string()))?;
@@ -113,7 +139,7 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode) -> Result<(), miett
         Some(addr) => Some(crate::secrets_cli::EndpointFile::write(&state, addr).map_err(RunError::Start)?),
         None => None,
     };
-    print_listeners(&project, &runtime, mode).map_err(stdout_error)?;
+    print_listeners(&project, &runtime, mode, isolate).map_err(stdout_error)?;
 
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
@@ -152,6 +178,23 @@ fn open_secrets(state: &Path, project: &Project) -> Result<moat_secrets::Secrets
         .map_err(|e| RunError::Start(format!("cannot open the secret store `{}`: {e}", dir.display())))
 }
 
+/// Where rate-limit counters and bans live: `--rate-state URL` over moat.yaml's
+/// `rate_limit_state` (whose `on_error` and `timeout_ms` still apply), else moat.yaml's.
+fn rate_limit_state(
+    project: &Project,
+    flag: Option<String>,
+) -> Result<Option<moat_policy::model::RateLimitState>, RunError> {
+    use moat_policy::model::{RateLimitState, rate_state::check_url};
+    let Some(url) = flag else { return Ok(project.rate_limit_state.clone()) };
+    if let Some(why) = check_url(&url) {
+        return Err(RunError::Start(format!(
+            "--rate-state {why}: write `redis://HOST:PORT/DB`, e.g. `redis://127.0.0.1:6379/0`"
+        )));
+    }
+    let source = moat_policy::SourceRef::new(&std::sync::Arc::from("--rate-state"), 0, 0);
+    Ok(Some(RateLimitState::with_url(project.rate_limit_state.as_ref(), url, source)))
+}
+
 /// Services `moat serve` cannot send anywhere: no `run:` entry, or one with a command.
 fn without_upstream(project: &Project) -> Vec<String> {
     project
@@ -187,7 +230,7 @@ fn progress(tty: bool, last: &mut String, ready: usize, total: usize, waiting: &
     let _ = err.flush();
 }
 
-fn print_listeners(project: &Project, runtime: &Runtime, mode: Mode) -> std::io::Result<()> {
+fn print_listeners(project: &Project, runtime: &Runtime, mode: Mode, isolate: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: project {} ({})", mode.name(), project.id, project.region)?;
     writeln!(out)?;
@@ -198,10 +241,18 @@ fn print_listeners(project: &Project, runtime: &Runtime, mode: Mode) -> std::io:
             "admin" => "   GET /status, /metrics, /healthz",
             "identity" => "   JWKS /oauth2/v3/certs, x509 /oauth2/v1/certs",
             "secrets" => "   Secret Manager v1 REST (MOAT_SECRETMANAGER_ENDPOINT of instances; moat secrets)",
-            o if o.starts_with("service:") => "   HTTP_PROXY of its instances",
+            o if o.starts_with("service:") => "   calls from the service to other services (from its egress proxy)",
+            o if o.starts_with("egress:") => "   HTTP_PROXY and HTTPS_PROXY of its instances",
             _ => "",
         };
         writeln!(out, "  {:<width$}  {}{note}", l.origin, l.addr)?;
+    }
+    if isolate {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "isolation: each instance runs in a network namespace of its own; its only ways out are its metadata server, its HTTP_PROXY and the Secret Manager API"
+        )?;
     }
     out.flush()
 }

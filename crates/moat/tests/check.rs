@@ -29,7 +29,13 @@ fn json(o: &Output) -> Value {
 }
 
 fn all_rules() -> BTreeSet<String> {
-    (1..=16).map(|i| format!("MOAT{i:03}")).collect()
+    (1..=27).map(|i| format!("MOAT{i:03}")).collect()
+}
+
+/// The rules examples/insecure shows: all but the Cloud SQL rules (MOAT017–MOAT022, Terraform
+/// input only) and MOAT025 (its policies have rate limits; see the Terraform fixtures).
+fn insecure_rules() -> BTreeSet<String> {
+    all_rules().into_iter().filter(|r| !("MOAT017"..="MOAT022").contains(&r.as_str()) && r != "MOAT025").collect()
 }
 
 #[test]
@@ -42,8 +48,13 @@ fn shop_is_clean_apart_from_its_accepted_risk() {
     assert_eq!(v["summary"]["failing"], 0);
     let findings = v["findings"].as_array().unwrap();
     assert!(findings.iter().all(|f| f["accepted"] == true && f["reason"].as_str().is_some_and(|r| !r.is_empty())));
-    assert_eq!(findings.len(), 1, "only the public web, accepted: {findings:?}");
-    assert_eq!((findings[0]["rule"].as_str(), findings[0]["service"].as_str()), (Some("MOAT001"), Some("web")));
+    let accepted: Vec<(Option<&str>, Option<&str>)> =
+        findings.iter().map(|f| (f["rule"].as_str(), f["service"].as_str())).collect();
+    assert_eq!(
+        accepted,
+        [(Some("MOAT001"), Some("web")), (Some("MOAT024"), None)],
+        "only the public web and the WAF rules moat cannot load yet, accepted: {findings:?}"
+    );
 }
 
 #[test]
@@ -65,7 +76,7 @@ fn insecure_reports_every_rule_in_sarif() {
     }
     let results = run["results"].as_array().unwrap();
     let found: BTreeSet<String> = results.iter().map(|r| r["ruleId"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(found, all_rules());
+    assert_eq!(found, insecure_rules());
     for r in results {
         let index = r["ruleIndex"].as_u64().unwrap() as usize;
         assert_eq!(rules[index]["id"], r["ruleId"]);
@@ -86,7 +97,7 @@ fn insecure_reports_every_rule_in_json_with_locations_and_fixes() {
     let v = json(&o);
     let findings = v["findings"].as_array().unwrap();
     let found: BTreeSet<String> = findings.iter().map(|f| f["rule"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(found, all_rules());
+    assert_eq!(found, insecure_rules());
     for f in findings {
         for key in ["title", "severity", "message", "file", "fix"] {
             assert!(f[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {f}");

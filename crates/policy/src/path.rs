@@ -210,6 +210,12 @@ pub mod edge_codes {
     pub const RATE_LIMIT_EXCEEDED: &str = "edge.rate_limit_exceeded";
     /// The request's key is banned by a `rate_based_ban` rule: the exceed action applies.
     pub const BANNED: &str = "edge.banned";
+    /// The shared rate-limit state (Redis) did not answer and `on_error: closed`: the exceed
+    /// action applies, as if the key were over the limit.
+    pub const RATE_STATE_UNAVAILABLE: &str = "edge.rate_state_unavailable";
+    /// The shared rate-limit state did not answer and `on_error: open`: the request goes on
+    /// uncounted.
+    pub const RATE_STATE_FAIL_OPEN: &str = "edge.rate_state_fail_open";
 }
 
 /// What the rate limiter says about a request a `throttle` or `rate_based_ban` rule decided.
@@ -220,6 +226,12 @@ pub enum RateCheck {
     Conform,
     Exceeded,
     Banned,
+    /// The counters could not be read (shared state unreachable or slow) and the configured
+    /// failure policy refuses: the exceed action applies.
+    Unavailable,
+    /// The counters could not be read and the configured failure policy admits: the request
+    /// conforms, uncounted.
+    UnavailableAdmitted,
 }
 
 /// The edge stage: the security policy of the load balancer the request entered through.
@@ -270,11 +282,23 @@ pub fn edge_admits<'p>(
         RateCheck::Banned => {
             (edge_codes::BANNED, format!("rule {rule}: the request's key is banned, so the exceed action applies"))
         }
+        RateCheck::Unavailable => (
+            edge_codes::RATE_STATE_UNAVAILABLE,
+            format!(
+                "rule {rule}: the shared rate-limit state did not answer and its failure policy is closed, so the exceed action applies"
+            ),
+        ),
+        RateCheck::UnavailableAdmitted => (
+            edge_codes::RATE_STATE_FAIL_OPEN,
+            format!(
+                "rule {rule}: the shared rate-limit state did not answer and its failure policy is open, so the request goes on uncounted"
+            ),
+        ),
     };
     reasons.push(Reason::new(code, message, source));
     match rate {
-        RateCheck::Uncounted | RateCheck::Conform => Ok((reasons, headers)),
-        RateCheck::Exceeded | RateCheck::Banned => {
+        RateCheck::Uncounted | RateCheck::Conform | RateCheck::UnavailableAdmitted => Ok((reasons, headers)),
+        RateCheck::Exceeded | RateCheck::Banned | RateCheck::Unavailable => {
             Err(Decision::deny(Layer::Edge, Some(exceed_status(&limit.exceed)), reasons))
         }
     }

@@ -13,17 +13,32 @@ pub struct SourceFile {
 }
 
 /// A position in one of the project's files.
+///
+/// Items loaded from a Terraform plan or state also carry the resource address as the user
+/// wrote it (module prefixes and `count`/`for_each` indices included) plus the attribute, e.g.
+/// `module.api.google_cloud_run_v2_service.svc["eu"].ingress`: that is what a Terraform user
+/// searches for, since plan JSON is one line and has no positions worth pointing at. `file` is
+/// then the plan file, or the `.tf` file when the plan's `configuration` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceRef {
     pub file: Arc<str>,
     /// 1-based line; 0 when the item has no position of its own (an implied default).
     pub line: u32,
     pub column: u32,
+    /// The Terraform resource address (and attribute path) the item came from; `None` for
+    /// project-directory files.
+    pub address: Option<Arc<str>>,
 }
 
 impl SourceRef {
     pub fn new(file: &Arc<str>, line: u32, column: u32) -> Self {
-        Self { file: Arc::clone(file), line, column }
+        Self { file: Arc::clone(file), line, column, address: None }
+    }
+
+    /// An item of a Terraform plan or state: `address` in `file` (no line: plan JSON has none
+    /// that help a reader).
+    pub fn terraform(file: &Arc<str>, address: impl Into<Arc<str>>) -> Self {
+        Self { file: Arc::clone(file), line: 0, column: 0, address: Some(address.into()) }
     }
 
     /// A reference to a whole file (an implied default such as a missing annotation).
@@ -40,8 +55,15 @@ impl SourceRef {
 
 impl fmt::Display for SourceRef {
     /// `file:line`, the form editors and SARIF viewers jump to; just `file` for implied items.
+    /// A Terraform item shows its address (`google_cloud_run_v2_service.api.ingress`), with the
+    /// `.tf` position after it when one is known.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 { write!(f, "{}", self.file) } else { write!(f, "{}:{}", self.file, self.line) }
+        match (&self.address, self.line) {
+            (Some(a), 0) => write!(f, "{a}"),
+            (Some(a), line) => write!(f, "{a} ({}:{line})", self.file),
+            (None, 0) => write!(f, "{}", self.file),
+            (None, line) => write!(f, "{}:{line}", self.file),
+        }
     }
 }
 

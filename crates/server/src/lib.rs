@@ -7,6 +7,7 @@
 //! service account and has no route to any other, so "one workload cannot mint another's
 //! tokens" holds by construction rather than by a check.
 
+pub mod egress;
 pub mod frontdoor;
 pub mod identity;
 pub mod metadata;

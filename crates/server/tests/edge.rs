@@ -435,11 +435,11 @@ async fn r4_preview_logs_the_would_be_action_and_forwards() {
 /// R5 distributed state: two front doors (replicas) sharing one rate state count a limit once
 /// and share a ban, whichever replica the requests hit.
 ///
-/// Not covered: the Redis store (`--rate-state redis://...`) is not built, so neither is "the
-/// backend is down → configured fail-open/fail-closed" nor "counters converge after recovery".
-/// `RateState` has no failure path yet; the replicas here share the in-memory state, which
-/// proves the front door counts and bans only through the shared trait object (keys include the
-/// backend service, policy, rule and client key, not anything per replica).
+/// The replicas here share one in-memory state, which proves the front door counts and bans
+/// only through the shared trait object (keys include the backend service, policy, rule and
+/// client key, not anything per replica). The same with Redis (each replica its own
+/// connection), Redis down under either failure policy, and recovery after a Redis restart:
+/// crates/server/tests/rate_redis.rs.
 #[tokio::test]
 async fn r5_replicas_sharing_state_count_once_and_share_bans() {
     let shared: Arc<dyn RateState> = Arc::new(MemoryRateState::default());

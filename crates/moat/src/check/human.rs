@@ -31,6 +31,11 @@ pub(crate) fn render(r: &Report<'_>) -> String {
     if !r.findings.is_empty() {
         s.push('\n');
     }
+    // Unknowns no service can be named for (an IAM grant on a service the plan names only
+    // through an unknown value): said once, since any finding may depend on them.
+    for u in r.unknowns.iter().filter(|u| u.matters() && u.service.is_none()) {
+        let _ = writeln!(s, "note: unknown until apply, not tied to a service: {}", u.path());
+    }
     let _ = writeln!(s, "{}", summary(r));
     s
 }
@@ -40,8 +45,11 @@ fn finding(s: &mut String, r: &Report<'_>, f: &Finding) {
     let accepted = if f.accepted.is_some() { "  (accepted)" } else { "" };
     let _ = writeln!(s, "  {:<8}{}  {title}{accepted}", f.severity.as_str(), f.rule);
     let _ = writeln!(s, "{INDENT}{}", f.message);
-    let _ = writeln!(s, "{INDENT}at {}", r.path(&f.source.to_string()));
+    let _ = writeln!(s, "{INDENT}at {}", r.location(&f.source));
     let _ = writeln!(s, "{INDENT}fix: {}", f.fix);
+    for u in r.depends_on(f) {
+        let _ = writeln!(s, "{INDENT}depends on a value unknown until apply: {u}");
+    }
     if let Some(a) = &f.accepted {
         let _ = writeln!(s, "{INDENT}accepted: {} ({})", a.reason, r.path(&a.source.to_string()));
     }

@@ -20,6 +20,12 @@ struct Finding<'a> {
     fix: &'a str,
     accepted: bool,
     reason: Option<&'a str>,
+    /// The Terraform resource address (and attribute), for plan and state input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<&'a str>,
+    /// `ADDRESS.ATTRIBUTE` of each value unknown until apply that the finding depends on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    depends_on_unknown: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +62,8 @@ pub(crate) fn render(r: &Report<'_>) -> String {
             fix: &f.fix,
             accepted: f.accepted.is_some(),
             reason: f.accepted.as_ref().map(|a| a.reason.as_str()),
+            address: f.source.address.as_deref(),
+            depends_on_unknown: r.depends_on(f),
         })
         .collect();
     let summary = Summary {

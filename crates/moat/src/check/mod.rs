@@ -41,8 +41,13 @@ impl From<FailOn> for Severity {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The project directory (contains moat.yaml).
+    /// The project directory (contains moat.yaml), or a Terraform plan or state as
+    /// `terraform show -json` prints it (a `.json` file).
     pub project: PathBuf,
+    /// The project number, for Terraform input (a plan rarely knows it; without it the
+    /// default compute service account reads `PROJECT_NUMBER-compute@...`).
+    #[arg(long)]
+    pub project_number: Option<String>,
     /// human: grouped by service, with the fix; json: the same content; sarif: SARIF 2.1.0 for
     /// code scanning.
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -61,12 +66,34 @@ pub(crate) struct Report<'a> {
     /// `/` separators: finding paths are joined to it so that they open from where moat ran
     /// (and, in CI, from the repository root).
     pub base: String,
+    /// The project's values unknown until apply (Terraform plans; empty otherwise).
+    pub unknowns: &'a [moat_policy::model::Unknown],
 }
 
 impl Report<'_> {
     /// `base/file`, the path of a finding's file as the user reaches it.
     pub fn path(&self, file: &str) -> String {
         if self.base.is_empty() { file.to_owned() } else { format!("{}/{file}", self.base) }
+    }
+
+    /// Where a finding points: `base/file:line`, or for Terraform input the resource address
+    /// and the file it is in.
+    pub fn location(&self, at: &moat_policy::SourceRef) -> String {
+        match (&at.address, at.line) {
+            (Some(a), 0) => format!("{a} ({})", self.path(&at.file)),
+            (Some(a), line) => format!("{a} ({}:{line})", self.path(&at.file)),
+            (None, _) => self.path(&at.to_string()),
+        }
+    }
+
+    /// `ADDRESS.ATTRIBUTE` of every unknown value the finding's service depends on.
+    pub fn depends_on(&self, f: &Finding) -> Vec<String> {
+        let Some(service) = f.service.as_deref() else { return Vec::new() };
+        self.unknowns
+            .iter()
+            .filter(|u| u.matters() && u.service.as_deref() == Some(service))
+            .map(|u| u.path())
+            .collect()
     }
 
     pub fn failing(&self) -> usize {
@@ -83,12 +110,19 @@ impl Report<'_> {
 }
 
 pub fn run(args: Args) -> Exit {
-    let project = match crate::project_dir::load(&args.project) {
+    let project = match crate::project_dir::load_input(&args.project, args.project_number.as_deref()) {
         Ok(p) => p,
         Err(e) => return report(e),
     };
     let findings = run_all(&project);
-    let report = Report { findings: &findings, fail_on: args.fail_on.into(), base: base_path(&args.project) };
+    // A plan file's findings name the file itself, so paths join to its directory.
+    let base = if args.project.is_file() { args.project.parent().unwrap_or(Path::new("")) } else { &args.project };
+    let report = Report {
+        findings: &findings,
+        fail_on: args.fail_on.into(),
+        base: base_path(base),
+        unknowns: &project.unknowns,
+    };
     let out = match args.format {
         Format::Human => human::render(&report),
         Format::Json => json::render(&report),

@@ -72,7 +72,12 @@ fn location(r: &Report<'_>, at: &SourceRef) -> Value {
     if at.line > 0 && at.column > 0 {
         region.insert("startColumn".into(), json!(at.column));
     }
-    json!({ "physicalLocation": { "artifactLocation": artifact(r, &at.file), "region": region } })
+    let mut loc = json!({ "physicalLocation": { "artifactLocation": artifact(r, &at.file), "region": region } });
+    // Terraform input: the resource address is what the user can find in their .tf files.
+    if let (Some(address), Some(obj)) = (&at.address, loc.as_object_mut()) {
+        obj.insert("logicalLocations".into(), json!([{ "fullyQualifiedName": address.as_ref(), "kind": "resource" }]));
+    }
+    loc
 }
 
 /// FNV-1a: a stable hash with no dependency, for fingerprints that survive reruns.
@@ -92,12 +97,15 @@ fn suppression(r: &Report<'_>, a: &Acceptance) -> Value {
 fn result(r: &Report<'_>, f: &Finding) -> Value {
     let index = RULES.iter().position(|x| x.id == f.rule).unwrap_or_default();
     // Line numbers are left out so that an edit above the field keeps the alert.
-    let key = format!("{}|{}|{}|{}", f.rule, f.service.as_deref().unwrap_or(""), f.source.file, f.message);
+    let place = f.source.address.as_deref().unwrap_or(&f.source.file);
+    let key = format!("{}|{}|{}|{}", f.rule, f.service.as_deref().unwrap_or(""), place, f.message);
     let mut v = Map::new();
     v.insert("ruleId".into(), json!(f.rule));
     v.insert("ruleIndex".into(), json!(index));
     v.insert("level".into(), json!(level(f.severity)));
-    v.insert("message".into(), json!({ "text": format!("{}\n\nFix: {}", f.message, f.fix) }));
+    let unknown: String =
+        r.depends_on(f).iter().map(|u| format!("\n\nDepends on a value unknown until apply: {u}")).collect();
+    v.insert("message".into(), json!({ "text": format!("{}\n\nFix: {}{unknown}", f.message, f.fix) }));
     v.insert("locations".into(), json!([location(r, &f.source)]));
     v.insert("partialFingerprints".into(), json!({ "moatFinding/v1": fnv1a(&key) }));
     if let Some(a) = &f.accepted {

@@ -141,6 +141,15 @@ impl SecurityPolicy {
         Self::from_json_with(text, path, &engine)
     }
 
+    /// Points every rule at `source(priority)` instead of a line of the JSON it was read from:
+    /// for a policy translated from a Terraform plan, whose rules the user wrote as blocks of a
+    /// resource, not as that JSON.
+    pub(crate) fn relocate(&mut self, source: impl Fn(u32) -> SourceRef) {
+        for r in &mut self.rules {
+            r.source = source(r.priority);
+        }
+    }
+
     /// As [`from_json`](Self::from_json), with another expression engine.
     pub fn from_json_with(text: &str, path: &str, engine: &dyn Engine) -> Result<SecurityPolicy, Vec<ArmorError>> {
         let file: Arc<str> = Arc::from(path);

@@ -67,7 +67,7 @@ fn describe_match(m: &Match) -> &'static str {
 
 /// Each policy attached to an external load balancer that routes somewhere, with those load
 /// balancers' names, by policy name.
-fn on_external_lbs(project: &Project) -> BTreeMap<&str, (&SecurityPolicy, Vec<&str>)> {
+pub(crate) fn on_external_lbs(project: &Project) -> BTreeMap<&str, (&SecurityPolicy, Vec<&str>)> {
     let mut out: BTreeMap<&str, (&SecurityPolicy, Vec<&str>)> = BTreeMap::new();
     for lb in project.load_balancers.iter().filter(|lb| lb.scheme == LbScheme::External && !lb.routes.is_empty()) {
         let (Some(name), Some(policy)) = (lb.security_policy.as_deref(), project.security_policy(lb)) else {
@@ -78,14 +78,14 @@ fn on_external_lbs(project: &Project) -> BTreeMap<&str, (&SecurityPolicy, Vec<&s
     out
 }
 
-fn lbs_phrase(lbs: &[&str]) -> String {
+pub(crate) fn lbs_phrase(lbs: &[&str]) -> String {
     let s = if lbs.len() == 1 { "" } else { "s" };
     format!("external load balancer{s} {}", names(lbs.iter().copied()))
 }
 
 /// The rule that lets every request through when no enforced rule before it denies, redirects,
 /// throttles or bans, with the number of such rules that are only in preview.
-fn allows_everything(policy: &SecurityPolicy) -> Option<(&ArmorRule, usize)> {
+pub(crate) fn allows_everything(policy: &SecurityPolicy) -> Option<(&ArmorRule, usize)> {
     let mut previewed = 0;
     for r in policy.rules() {
         let enforcing = !matches!(r.action, Action::Allow);

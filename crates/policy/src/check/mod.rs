@@ -15,7 +15,10 @@ mod index;
 mod load_balancer;
 mod project_grants;
 mod public;
+mod public_surface;
 mod secrets;
+mod service_accounts;
+mod sql;
 mod vpc;
 
 #[cfg(test)]
@@ -139,6 +142,17 @@ pub const RULES: &[Rule] = &[
     edge_policy::MOAT014,
     edge_policy::MOAT015,
     edge_policy::MOAT016,
+    sql::MOAT017,
+    sql::MOAT018,
+    sql::MOAT019,
+    sql::MOAT020,
+    sql::MOAT021,
+    sql::MOAT022,
+    public_surface::MOAT023,
+    public_surface::MOAT024,
+    public_surface::MOAT025,
+    service_accounts::MOAT026,
+    service_accounts::MOAT027,
 ];
 
 /// The rule with this id.
@@ -178,7 +192,7 @@ mod tests {
     #[test]
     fn catalogue_is_complete_and_in_order() {
         let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
-        let expected: Vec<String> = (1..=16).map(|i| format!("MOAT{i:03}")).collect();
+        let expected: Vec<String> = (1..=27).map(|i| format!("MOAT{i:03}")).collect();
         assert_eq!(ids, expected);
         for r in RULES {
             assert!(!r.title.is_empty() && !r.explanation.is_empty() && !r.fix.is_empty(), "{}", r.id);

@@ -31,27 +31,27 @@ pub(crate) const MOAT010: Rule = Rule {
 };
 
 /// Why a service admits callers without a specific identity.
-enum Cause<'a> {
+pub(crate) enum Cause<'a> {
     InvokerCheckDisabled(&'a SourceRef),
     Grant { binding: &'a Binding, member: &'a MemberRef, on_project: bool },
 }
 
 impl Cause<'_> {
-    fn anonymous(&self) -> bool {
+    pub(crate) fn anonymous(&self) -> bool {
         match self {
             Self::InvokerCheckDisabled(_) => true,
             Self::Grant { member, .. } => member.member == Member::AllUsers,
         }
     }
 
-    fn source(&self) -> &SourceRef {
+    pub(crate) fn source(&self) -> &SourceRef {
         match self {
             Self::InvokerCheckDisabled(s) => s,
             Self::Grant { member, .. } => &member.source,
         }
     }
 
-    fn describe(&self, service: &Service, project: &Project) -> String {
+    pub(crate) fn describe(&self, service: &Service, project: &Project) -> String {
         match self {
             Self::InvokerCheckDisabled(_) => format!("`{}` has the invoker IAM check disabled", service.name),
             Self::Grant { binding, member, on_project: false } => {
@@ -83,7 +83,7 @@ impl Cause<'_> {
 }
 
 /// Public invoker grants of the project policy: computed once, they apply to every service.
-fn project_public(project: &Project) -> Vec<Cause<'_>> {
+pub(crate) fn project_public(project: &Project) -> Vec<Cause<'_>> {
     public_grants(&project.iam.bindings, true).collect()
 }
 
@@ -167,7 +167,7 @@ fn check_internal_anonymous(project: &Project) -> Vec<Finding> {
     out
 }
 
-fn own_causes(service: &Service) -> Vec<Cause<'_>> {
+pub(crate) fn own_causes(service: &Service) -> Vec<Cause<'_>> {
     let disabled =
         service.invoker_iam_disabled.value.then_some(Cause::InvokerCheckDisabled(&service.invoker_iam_disabled.source));
     disabled.into_iter().chain(public_grants(&service.iam.bindings, false)).collect()

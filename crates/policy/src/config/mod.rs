@@ -8,13 +8,16 @@ mod diag;
 mod iam;
 mod parallel;
 mod project;
+mod rate_state;
 pub(crate) mod raw;
 mod service;
+pub mod terraform;
 
 use serde::de::DeserializeOwned;
 
 use diag::FileCtx;
 pub use diag::{ConfigError, LoadErrors};
+pub use terraform::{TerraformOptions, UNKNOWN_PROJECT_NUMBER, is_terraform_json, load_terraform};
 
 use crate::model::Project;
 use crate::source::SourceFile;

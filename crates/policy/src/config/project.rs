@@ -14,6 +14,8 @@ use crate::model::{
 };
 use crate::request::GoogleProduct;
 
+mod egress;
+
 pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigError>) -> Project {
     let p = raw.project.value;
     let id = p.id.value;
@@ -58,9 +60,11 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
                     }
                 })
                 .collect();
-            Network { name: n.value.name.value, subnets, nat: false, firewall: Vec::new(), source }
+            let firewall = egress::lower_firewall(ctx, &n.value.name.value, n.value.firewall, errs);
+            Network { name: n.value.name.value, subnets, nat: n.value.nat, firewall, source }
         })
         .collect();
+    egress::check_rule_names(ctx, &networks, errs);
     let shared_vpc: Vec<SharedVpc> = raw
         .shared_vpc
         .into_iter()
@@ -76,7 +80,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         region: p.region.value,
         source: project_src.clone(),
         networks,
-        egress: crate::model::EgressConfig::default(),
+        egress: egress::lower_egress(ctx, raw.egress, errs),
         shared_vpc,
         connectors: Vec::new(),
         perimeter: None,
@@ -91,6 +95,10 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         services: BTreeMap::new(),
         armor_policies: BTreeMap::new(),
         accepted: Vec::new(),
+        rate_limit_state: None,
+        unknowns: Vec::new(),
+        sql_instances: Vec::new(),
+        service_account_iam: std::collections::BTreeMap::new(),
     };
 
     for c in raw.connectors {
@@ -223,9 +231,12 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
     }
 
     for sa in raw.service_accounts {
-        project
-            .service_accounts
-            .push(ServiceAccount { email: sa.value.email.value.to_ascii_lowercase(), source: ctx.at(&sa.referenced) });
+        let email = sa.value.email.value.to_ascii_lowercase();
+        if let Some(p) = sa.value.iam {
+            let policy = lower_policy(ctx, p, errs);
+            project.service_account_iam.entry(email.clone()).or_default().bindings.extend(policy.bindings);
+        }
+        project.service_accounts.push(ServiceAccount { email, source: ctx.at(&sa.referenced) });
     }
     for s in raw.secrets {
         let source = ctx.at(&s.referenced);
@@ -272,6 +283,9 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
     }
     if let Some(l) = raw.listeners {
         project.listeners = lower_listeners(ctx, &project, l.value, errs);
+    }
+    if let Some(r) = raw.rate_limit_state {
+        project.rate_limit_state = crate::config::rate_state::lower_rate_state(ctx, r, errs);
     }
     project
 }

@@ -120,6 +120,12 @@ pub struct RawMoat {
     /// `moat check` findings accepted as known risks.
     #[serde(default)]
     pub accept: Vec<Spanned<RawAccept>>,
+    /// Where `moat up` and `moat serve` keep rate-limit counters and bans.
+    #[serde(default)]
+    pub rate_limit_state: Option<Spanned<super::rate_state::RawRateLimitState>>,
+    /// Which ranges count as private, and the outside hosts of the simulated network.
+    #[serde(default)]
+    pub egress: Option<Spanned<RawEgress>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +144,53 @@ pub struct RawNetwork {
     pub name: Spanned<String>,
     #[serde(default)]
     pub subnets: Vec<Spanned<RawSubnet>>,
+    /// Cloud NAT on the network.
+    #[serde(default)]
+    pub nat: bool,
+    #[serde(default)]
+    pub firewall: Vec<Spanned<RawFirewallRule>>,
+}
+
+/// `networks[].firewall[]`: a VPC firewall rule, egress only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirewallRule {
+    pub name: Spanned<String>,
+    /// Required although GCP defaults to ingress: moat models egress rules only, and a rule
+    /// without a direction would silently mean the opposite of what GCP does with it.
+    #[serde(default)]
+    pub direction: Option<Spanned<String>>,
+    #[serde(default)]
+    pub priority: Option<Spanned<i64>>,
+    pub action: Spanned<String>,
+    /// Absent means `0.0.0.0/0`, GCP's default for an egress rule.
+    #[serde(default)]
+    pub destination_ranges: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub target_tags: Vec<Spanned<String>>,
+    /// `"443"` or `"8000-9000"`; a bare number is accepted too.
+    #[serde(default)]
+    pub ports: Vec<Spanned<Str>>,
+}
+
+/// `egress: {rfc6598_is_private: BOOL, hosts: [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    #[serde(default)]
+    pub rfc6598_is_private: bool,
+    #[serde(default)]
+    pub hosts: Vec<Spanned<RawHost>>,
+}
+
+/// `egress.hosts[]`: an outside host as the simulated network sees it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub local: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +266,9 @@ pub struct RawGroup {
 #[serde(deny_unknown_fields)]
 pub struct RawServiceAccount {
     pub email: Spanned<String>,
+    /// The account's own IAM policy: who may act as it or mint its tokens.
+    #[serde(default)]
+    pub iam: Option<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -548,6 +604,15 @@ pub struct V2Volume {
     pub name: String,
     #[serde(default)]
     pub secret: Option<V2SecretVolume>,
+    #[serde(default, rename = "cloudSqlInstance")]
+    pub cloud_sql_instance: Option<V2CloudSqlInstance>,
+}
+
+/// `volumes[].cloudSqlInstance`: the Cloud SQL instances the revision connects to.
+#[derive(Debug, Deserialize)]
+pub struct V2CloudSqlInstance {
+    #[serde(default)]
+    pub instances: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,8 +12,8 @@ use crate::config::diag::{ConfigError, FileCtx};
 use crate::config::project::{resolve_network, unknown_network};
 use crate::config::raw::{KService, NetworkInterface, Str, V2Service};
 use crate::model::{
-    EnvValue, EnvVar, IamPolicy, Ingress, NetworkRef, Project, SecretRef, SecretVolume, Service, ServiceFormat,
-    Setting, TrafficTag, VpcAccess, VpcAttachment, VpcEgress,
+    CloudSqlConnection, EnvValue, EnvVar, IamPolicy, Ingress, NetworkRef, Project, SecretRef, SecretVolume, Service,
+    ServiceFormat, Setting, TrafficTag, VpcAccess, VpcAttachment, VpcEgress,
 };
 use crate::source::SourceRef;
 
@@ -196,6 +196,10 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
         .into_iter()
         .filter_map(|t| t.tag.map(|tag| TrafficTag { tag: tag.value, source: ctx.at(&tag.referenced) }))
         .collect();
+    // `run.googleapis.com/cloudsql-instances: PROJECT:REGION:INSTANCE,...`
+    let cloud_sql = tget("cloudsql-instances")
+        .map(|v| cloud_sql_connections(v.value.0.split(','), &ctx.at(&v.referenced)))
+        .unwrap_or_default();
 
     Some(Service {
         urls: service_urls(&name, &project.number, &region, urls),
@@ -213,6 +217,7 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
         env,
         volumes,
         tags,
+        cloud_sql,
         iam: IamPolicy::default(),
     })
 }
@@ -321,6 +326,15 @@ pub(crate) fn lower_v2(ctx: &FileCtx, v: V2Service, project: &Project, errs: &mu
             env.push(EnvVar { container: cname.clone(), name: e.name, value, source: src });
         }
     }
+    let cloud_sql = t
+        .volumes
+        .iter()
+        .filter_map(|vol| {
+            let c = vol.value.cloud_sql_instance.as_ref()?;
+            Some(cloud_sql_connections(c.instances.iter().map(String::as_str), &ctx.at(&vol.referenced)))
+        })
+        .flatten()
+        .collect();
     let volumes = t
         .volumes
         .into_iter()
@@ -381,8 +395,22 @@ pub(crate) fn lower_v2(ctx: &FileCtx, v: V2Service, project: &Project, errs: &mu
         env,
         volumes,
         tags,
+        cloud_sql,
         iam: IamPolicy::default(),
     })
+}
+
+/// Cloud SQL connection names as written, blanks dropped, each pointing at where it is written.
+pub(crate) fn cloud_sql_connections<'s>(
+    names: impl IntoIterator<Item = &'s str>,
+    at: &SourceRef,
+) -> Vec<CloudSqlConnection> {
+    names
+        .into_iter()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| CloudSqlConnection { connection_name: n.to_owned(), source: at.clone() })
+        .collect()
 }
 
 /// A secret volume's `defaultMode` or an item's `mode`: permission bits as a decimal number
@@ -540,7 +568,7 @@ fn network_of_subnet(project: &Project, subnet: &str) -> Option<NetworkRef> {
 }
 
 /// The service's run.app URLs: the deterministic form first, then those the export lists.
-fn service_urls(name: &str, number: &str, region: &str, listed: Vec<String>) -> Vec<String> {
+pub(crate) fn service_urls(name: &str, number: &str, region: &str, listed: Vec<String>) -> Vec<String> {
     let mut urls = vec![format!("https://{name}-{number}.{region}.run.app")];
     for u in listed {
         let u = u.trim_end_matches('/').to_owned();

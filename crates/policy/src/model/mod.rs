@@ -2,7 +2,10 @@
 
 pub mod iam;
 pub mod project;
+pub mod rate_state;
 pub mod service;
+pub mod sql;
+pub mod unknown;
 
 pub use iam::{Binding, Condition, IamPolicy, Member, MemberRef};
 pub use project::{
@@ -10,7 +13,10 @@ pub use project::{
     FirewallAction, FirewallRule, Group, LbRoute, LbScheme, Listeners, LoadBalancer, Network, Perimeter, PortRange,
     Project, RunSpec, RunTarget, Secret, Seed, ServiceAccount, SharedVpc, Subnet, default_compute_sa,
 };
+pub use rate_state::{DEFAULT_RATE_STATE_TIMEOUT, MAX_RATE_STATE_TIMEOUT_MS, RateLimitState, RateStateOnError};
 pub use service::{
-    EnvValue, EnvVar, Ingress, NetworkRef, SecretRef, SecretVolume, Service, ServiceFormat, Setting, TrafficTag,
-    VpcAccess, VpcAttachment, VpcEgress,
+    CloudSqlConnection, EnvValue, EnvVar, Ingress, NetworkRef, SecretRef, SecretVolume, Service, ServiceFormat,
+    Setting, TrafficTag, VpcAccess, VpcAttachment, VpcEgress,
 };
+pub use sql::{SqlInstance, SqlUser};
+pub use unknown::{Unknown, UnknownEffect};

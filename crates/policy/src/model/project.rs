@@ -290,12 +290,29 @@ pub struct Project {
     pub armor_policies: BTreeMap<String, Arc<SecurityPolicy>>,
     /// Findings accepted as known risks, in the order written.
     pub accepted: Vec<Acceptance>,
+    /// Shared rate-limit counters and bans (`rate_limit_state:`); `None`: each process counts
+    /// in its own memory.
+    pub rate_limit_state: Option<crate::model::RateLimitState>,
+    /// Values a Terraform plan leaves unknown until apply (always empty for a project
+    /// directory); see `model::unknown`.
+    pub unknowns: Vec<crate::model::Unknown>,
+    /// Cloud SQL instances (from Terraform input; empty for a project directory).
+    pub sql_instances: Vec<crate::model::SqlInstance>,
+    /// The IAM policy of each service account as a resource (who may act as it or mint its
+    /// tokens), by lower-case email: moat.yaml `service_accounts[].iam`, Terraform
+    /// `google_service_account_iam_*`. Project-level grants are in `iam`.
+    pub service_account_iam: BTreeMap<String, IamPolicy>,
 }
 
 impl Project {
     /// `PROJECT_NUMBER-compute@developer.gserviceaccount.com`.
     pub fn default_compute_sa(&self) -> String {
         default_compute_sa(&self.number)
+    }
+
+    /// The unknown values that bear on `service`'s access decisions.
+    pub fn unknowns_for<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a crate::model::Unknown> + 'a {
+        self.unknowns.iter().filter(move |u| u.matters() && u.service.as_deref() == Some(service))
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {

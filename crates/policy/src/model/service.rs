@@ -177,6 +177,29 @@ pub struct TrafficTag {
     pub source: SourceRef,
 }
 
+/// A Cloud SQL instance the revision connects to through Cloud Run's built-in Cloud SQL
+/// connection (v1 `run.googleapis.com/cloudsql-instances`, v2 `volumes[].cloudSqlInstance`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudSqlConnection {
+    /// As written: a connection name `PROJECT:REGION:INSTANCE`, or a bare instance name.
+    pub connection_name: String,
+    pub source: SourceRef,
+}
+
+impl CloudSqlConnection {
+    /// The instance name: the last `:`-separated part of the connection name.
+    pub fn instance(&self) -> &str {
+        self.connection_name.rsplit(':').next().unwrap_or(&self.connection_name)
+    }
+
+    /// The project part of `PROJECT:REGION:INSTANCE`, when written.
+    pub fn project(&self) -> Option<&str> {
+        let mut parts = self.connection_name.split(':');
+        let first = parts.next()?;
+        (self.connection_name.matches(':').count() == 2).then_some(first)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceFormat {
     /// `gcloud run services describe --format yaml` (serving.knative.dev/v1).
@@ -206,6 +229,8 @@ pub struct Service {
     pub env: Vec<EnvVar>,
     pub volumes: Vec<SecretVolume>,
     pub tags: Vec<TrafficTag>,
+    /// The Cloud SQL instances the revision connects to.
+    pub cloud_sql: Vec<CloudSqlConnection>,
     /// The service IAM policy (`iam/SERVICE.json`; empty when there is no file).
     pub iam: IamPolicy,
 }

@@ -44,7 +44,7 @@ pub(super) fn location<'p>(outcome: &EdgeOutcome<'p>, rate: RateCheck) -> Option
         (EdgeOutcome::Redirect { location }, _) => Some(location),
         (
             EdgeOutcome::Throttle { limit, .. } | EdgeOutcome::RateBasedBan { limit, .. },
-            RateCheck::Exceeded | RateCheck::Banned,
+            RateCheck::Exceeded | RateCheck::Banned | RateCheck::Unavailable,
         ) => match &limit.exceed {
             ExceedAction::Redirect(Redirect::External302 { target }) => Some(target),
             _ => None,

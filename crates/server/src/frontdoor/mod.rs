@@ -13,8 +13,10 @@ mod edge;
 mod forward;
 mod pipeline;
 mod rate;
+mod rate_redis;
 
-pub use rate::{MemoryRateState, RateState};
+pub use rate::{Counted, Hit, MemoryRateState, RateFuture, RateState, RateStateError};
+pub use rate_redis::{RedisKeys, RedisRateState};
 mod record;
 mod refusal;
 mod route;
@@ -35,6 +37,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use body::Body;
+pub(crate) use record::rfc3339;
 pub use record::{DecisionRecord, DecisionSink, StderrSink};
 
 /// Seconds since the Unix epoch. Injected so tests can move time.
@@ -272,6 +275,13 @@ impl FrontDoor {
     /// The project snapshot requests are decided against now.
     pub fn project(&self) -> Arc<Project> {
         Arc::clone(&self.inner.snapshot.load().project)
+    }
+
+    /// Whether a request with this Host (lower case, no port) would be routed: a service's
+    /// run.app or local host, a traffic tag, a mapped domain, or a load balancer's host (except
+    /// a bare `*`, which names no host). The egress proxy sends calls to these here.
+    pub fn routes_host(&self, host: &str) -> bool {
+        self.inner.snapshot.load().routes.knows_host(host)
     }
 
     /// Swaps in a new project snapshot. Requests already past routing finish on the old one.

@@ -80,7 +80,8 @@ pub(super) async fn handle(
     }
     // Edge: the load balancer's security policy (Cloud Armor) sees every request that reaches
     // the LB, before the backend's ingress; the client address is the TCP peer, never a header.
-    // A rate limit counts per backend service and key, in the door's state (not the snapshot).
+    // A rate limit counts per backend service and key, in the door's state (not the snapshot);
+    // a shared state that does not answer in time answers with its failure policy.
     let policy = door_of.lb.and_then(|lb| project.security_policy(lb));
     let edge_facts = policy.map(|_| edge::edge_request(&req, &host, peer));
     if let (Some(policy), Some(edge_facts)) = (policy, &edge_facts)
@@ -88,7 +89,7 @@ pub(super) async fn handle(
     {
         t.edge_rule = Some(verdict.priority());
         let now = (door.clock)();
-        let rate = rate::check(&*door.rate, policy, &verdict, edge_facts, &service.name, now);
+        let rate = rate::check(&*door.rate, &project.id, policy, &verdict, edge_facts, &service.name, now).await;
         match path::edge_admits(&verdict, rate) {
             Ok((r, headers)) => {
                 reasons.extend(r);

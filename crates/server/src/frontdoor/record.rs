@@ -6,6 +6,8 @@ use std::io::Write as _;
 use moat_policy::{Effect, Reason};
 use serde::Serialize;
 
+use crate::egress::EgressRecord;
+
 /// What the front door decided about one request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionRecord {
@@ -53,6 +55,11 @@ impl DecisionRecord {
 pub trait DecisionSink: Send + Sync + 'static {
     fn record(&self, record: &DecisionRecord);
 
+    /// One egress proxy decision (an outbound request or tunnel), called on its task when it
+    /// is decided (a tunnel's when it closes). No default: a sink that drops these would lose
+    /// the egress audit trail without a word.
+    fn record_egress(&self, record: &EgressRecord);
+
     /// Writes out whatever is buffered. The front door calls it when it stops serving, so the
     /// records of every completed request are written before a graceful shutdown ends.
     fn flush(&self) {}
@@ -72,10 +79,19 @@ impl DecisionSink for StderrSink {
             Err(e) => tracing::warn!("cannot serialise a decision record: {e}"),
         }
     }
+
+    fn record_egress(&self, record: &EgressRecord) {
+        match serde_json::to_string(record) {
+            Ok(line) => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+            Err(e) => tracing::warn!("cannot serialise an egress record: {e}"),
+        }
+    }
 }
 
 /// `1970-01-01T00:00:00Z` for unix seconds.
-pub(super) fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);

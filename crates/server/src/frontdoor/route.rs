@@ -97,6 +97,21 @@ impl Routes {
         Self { hosts, wildcards }
     }
 
+    /// Whether `host` is one of the table's (exact, tag, or a `*.suffix` wildcard; a bare `*`
+    /// matches any Host on the load balancer's own listener but names no host of its own).
+    pub(super) fn knows_host(&self, host: &str) -> bool {
+        if self.hosts.contains_key(host) {
+            return true;
+        }
+        if let Some((tag, rest)) = host.split_once("---")
+            && !tag.is_empty()
+            && matches!(self.hosts.get(rest), Some(Target::Service(_)))
+        {
+            return true;
+        }
+        self.wildcards.iter().any(|(suffix, _)| !suffix.is_empty() && host.ends_with(suffix.as_str()))
+    }
+
     /// The service and door for `host` (already normalised by [`normalise_host`]) and `path`.
     pub(super) fn route(&self, project: &Project, host: &str, path: &str) -> Result<(String, Entry), Unrouted> {
         let target = match self.hosts.get(host) {
@@ -224,6 +239,26 @@ domain_mappings:
             let got = r.route(&p, host, path);
             let want = want.clone().map(|(s, e)| (s.to_owned(), e));
             assert_eq!(got, want, "{host}{path}");
+        }
+    }
+
+    #[test]
+    fn the_egress_proxy_knows_routed_hosts_only() {
+        let p = project();
+        let r = Routes::new(&p);
+        for (host, known) in [
+            ("api-42.europe-west1.run.app", true),
+            ("api.run.localhost", true),
+            ("canary---api.run.localhost", true),
+            ("api.example.com", true),
+            ("www.example.com", true),
+            ("eu.shop.example.com", true),
+            ("bare.lb.localhost", true),
+            ("unknown.example.com", false),
+            ("canary---api.example.com", false),
+            ("db.internal", false),
+        ] {
+            assert_eq!(r.knows_host(host), known, "{host}");
         }
     }
 

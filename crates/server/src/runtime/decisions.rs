@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use moat_policy::Effect;
 
+use crate::egress::EgressRecord;
 use crate::frontdoor::{DecisionRecord, DecisionSink};
 
 /// How long a record may wait in the buffer.
@@ -118,8 +119,9 @@ impl Shared {
     }
 }
 
-impl DecisionSink for LogSink {
-    fn record(&self, record: &DecisionRecord) {
+impl LogSink {
+    /// Buffers one JSON line and its stderr summary, and wakes or runs the flush.
+    fn push<R: serde::Serialize>(&self, record: &R, summary: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) {
         let (was_empty, full) = {
             let mut pending = lock(&self.shared.pending);
             let was_empty = pending.is_empty();
@@ -131,7 +133,7 @@ impl DecisionSink for LogSink {
                     tracing::warn!("cannot serialise a decision record: {e}");
                 }
             }
-            let _ = write_summary(&mut pending.err, record);
+            let _ = summary(&mut pending.err);
             pending.err.push(b'\n');
             (was_empty, pending.log.len() + pending.err.len() >= FLUSH_AT)
         };
@@ -140,6 +142,16 @@ impl DecisionSink for LogSink {
         } else if was_empty {
             self.shared.dirty.notify_one();
         }
+    }
+}
+
+impl DecisionSink for LogSink {
+    fn record(&self, record: &DecisionRecord) {
+        self.push(record, |err| write_summary(err, record));
+    }
+
+    fn record_egress(&self, record: &EgressRecord) {
+        self.push(record, |err| crate::egress::write_summary(err, record));
     }
 
     fn flush(&self) {
@@ -218,6 +230,45 @@ mod tests {
             summary(&record(0)),
             "moat: 403 deny service:caller (as vpc:p/n) → api (default-url) as anonymous [iam.anonymous]"
         );
+    }
+
+    #[test]
+    fn egress_records_share_the_log_with_their_kind() {
+        let dir = std::env::temp_dir().join(format!("moat-decisions-egress-{}", std::process::id()));
+        let path = dir.join("decisions.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let sink = LogSink::open(&path).expect("open");
+        sink.record(&record(1));
+        sink.record_egress(&EgressRecord {
+            kind: "egress",
+            time: "2026-01-01T00:00:00Z".into(),
+            caller: "api".into(),
+            instance: None,
+            method: "CONNECT".into(),
+            host: "db.internal".into(),
+            port: 5432,
+            path: None,
+            address: Some("10.1.2.3".into()),
+            connected_to: Some("127.0.0.1:5432".into()),
+            route: Some("vpc:p/n".into()),
+            effect: Effect::Allow,
+            rule: Some("allow-db".into()),
+            reasons: vec![Reason::new("egress.firewall.allow", "yes", None)],
+            status: Some(200),
+            error: None,
+            bytes_up: Some(10),
+            bytes_down: Some(20),
+            latency_ms: 0.5,
+        });
+        drop(sink);
+        let log = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["kind"], serde_json::Value::Null);
+        assert_eq!(lines[1]["kind"], "egress");
+        assert_eq!(lines[1]["rule"], "allow-db");
+        assert_eq!(lines[1]["bytes_down"], 20);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The environment an instance starts with: the Cloud Run container contract (spec/cloudrun.md
 //! §3.4: `PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`), its own metadata server, its
-//! egress through the front door, moat's Secret Manager API and its secret mounts, and the env
+//! egress proxy, moat's Secret Manager API and its secret mounts, and the env
 //! values of its service spec (secret ones read at start by `inject`).
 
 use std::net::SocketAddr;
@@ -32,7 +32,7 @@ pub struct Contract {
     /// where it runs.
     pub revision: String,
     pub metadata: SocketAddr,
-    /// The front door listener for calls leaving this service (`service:NAME`).
+    /// The service's egress proxy listener (`egress:NAME`): `HTTP_PROXY` and `HTTPS_PROXY`.
     pub proxy: Option<SocketAddr>,
     /// `(MOAT_URL_<SERVICE>, URL)` for every service of the project.
     pub urls: Vec<(String, String)>,
@@ -87,8 +87,11 @@ impl Contract {
         set(&mut out, "GCE_METADATA_ROOT", mds);
         if let Some(proxy) = self.proxy {
             let url = format!("http://{proxy}");
-            set(&mut out, "HTTP_PROXY", url.clone());
-            set(&mut out, "http_proxy", url);
+            // HTTPS goes through the same proxy, as CONNECT tunnels.
+            for k in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY"] {
+                set(&mut out, k, url.clone());
+            }
+            set(&mut out, "https_proxy", url);
         }
         set(&mut out, "NO_PROXY", NO_PROXY.to_owned());
         set(&mut out, "no_proxy", NO_PROXY.to_owned());
@@ -174,7 +177,9 @@ mod tests {
             assert_eq!(last(k), Some("127.0.0.1:4000"), "{k}");
         }
         assert_eq!(last("HTTP_PROXY"), Some("http://127.0.0.1:5000"));
-        assert_eq!(last("http_proxy"), Some("http://127.0.0.1:5000"));
+        for k in ["http_proxy", "HTTPS_PROXY", "https_proxy"] {
+            assert_eq!(last(k), Some("http://127.0.0.1:5000"), "{k}");
+        }
         assert_eq!(last("NO_PROXY"), Some(NO_PROXY));
         assert_eq!(last("MOAT_URL_API"), Some("https://api-1.r.run.app"));
         assert_eq!(last("MOAT_SECRETMANAGER_ENDPOINT"), Some("http://127.0.0.1:6000"));

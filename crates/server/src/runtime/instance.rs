@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use super::env::{Contract, apply};
 use super::group::ProcessGroup;
 use super::inject::{Injection, Prepared};
-use super::ready::{Startup, free_port, wait};
+use super::isolate::Isolation;
+use super::ready::{Startup, free_port, wait, wait_for};
 use super::status::{Board, State};
 use super::{Options, UpstreamTable, stopped};
 
@@ -123,7 +124,19 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
         Err(e) => return Ended::NotStarted(format!("its secrets could not be read: {e}")),
     };
     slot.inject.follow(&mut prepared);
-    let spawned = spawn(slot, port, &prepared);
+    // `--isolate`: a network namespace of its own for each instance, new on every start.
+    let isolation = if shared.options.isolate {
+        match Isolation::start(&slot.contract, port).await {
+            Ok(i) => Some(i),
+            Err(e) => return Ended::Failed(format!("cannot get a network namespace of its own: {e}")),
+        }
+    } else {
+        None
+    };
+    let spawned = match &isolation {
+        None => spawn(slot, port, &prepared),
+        Some(iso) => spawn_isolated(slot, iso, port, &prepared).await,
+    };
     // The values now live in the child's environment only; moat's copies are zeroed.
     prepared.env.clear();
     let (mut child, mut group) = match spawned {
@@ -143,8 +156,14 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
         s.port = Some(port);
         s.upstream = None;
     });
+    let ready = async {
+        match &isolation {
+            None => wait(port, shared.options.ready_timeout, &mut child).await,
+            Some(iso) => wait_for(|| iso.ns.connect(port), shared.options.ready_timeout, &mut child).await,
+        }
+    };
     let startup = tokio::select! {
-        s = wait(port, shared.options.ready_timeout, &mut child) => s,
+        s = ready => s,
         () = stopped(stop) => {
             group.terminate(&mut child, shared.options.grace).await;
             return Ended::Stopped;
@@ -164,7 +183,10 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
             ));
         }
     }
-    let upstream = format!("http://127.0.0.1:{port}");
+    let upstream = match &isolation {
+        None => format!("http://127.0.0.1:{port}"),
+        Some(iso) => format!("http://{}", iso.upstream),
+    };
     shared.upstreams.set(service, &upstream);
     shared.board.update(service, |s| {
         s.state = State::Ready;
@@ -190,14 +212,34 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
 }
 
 fn spawn(slot: &Slot, port: u16, prepared: &Prepared) -> std::io::Result<(Child, ProcessGroup)> {
+    let mut cmd = command(slot, &slot.contract, port, prepared)?;
+    Ok(adopt(slot, cmd.spawn()?))
+}
+
+/// [`spawn`] inside the instance's network namespace, told the in-namespace addresses.
+async fn spawn_isolated(
+    slot: &Slot,
+    iso: &Isolation,
+    port: u16,
+    prepared: &Prepared,
+) -> std::io::Result<(Child, ProcessGroup)> {
+    let cmd = command(slot, &iso.contract, port, prepared)?;
+    Ok(adopt(slot, iso.ns.spawn(cmd).await?))
+}
+
+fn command(slot: &Slot, contract: &Contract, port: u16, prepared: &Prepared) -> std::io::Result<Command> {
     let (program, args) = slot.command.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args).current_dir(&slot.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    apply(&mut cmd, &slot.contract, port, prepared.mount.root(), &prepared.env);
+    apply(&mut cmd, contract, port, prepared.mount.root(), &prepared.env);
     #[cfg(unix)]
     cmd.process_group(0);
     cmd.kill_on_drop(true);
-    let mut child = cmd.spawn()?;
+    Ok(cmd)
+}
+
+/// Puts the started instance in its own process group and relays its output.
+fn adopt(slot: &Slot, mut child: Child) -> (Child, ProcessGroup) {
     let group = ProcessGroup::led_by(child.id());
     if let Some(out) = child.stdout.take() {
         tokio::spawn(relay(slot.service.clone(), out));
@@ -205,7 +247,7 @@ fn spawn(slot: &Slot, port: u16, prepared: &Prepared) -> std::io::Result<(Child,
     if let Some(err) = child.stderr.take() {
         tokio::spawn(relay(slot.service.clone(), err));
     }
-    Ok((child, group))
+    (child, group)
 }
 
 /// The instance's output, line by line, on moat's stderr with the service's name in front

@@ -1,9 +1,10 @@
 //! `GET /metrics` on the admin listener, in the Prometheus text format.
 //!
-//! The front door counts requests (`moat_requests_total`, `moat_request_duration_seconds`)
-//! through the `metrics` facade, which costs nothing until a recorder is installed; the
-//! runtime installs the process-wide Prometheus recorder once. Instance gauges are read from
-//! the board at scrape time, so they cannot drift from `/status`.
+//! The front door counts requests (`moat_requests_total`, `moat_request_duration_seconds`) and
+//! the egress proxy outbound calls (`moat_egress_requests_total`) through the `metrics` facade,
+//! which costs nothing until a recorder is installed; the runtime installs the process-wide
+//! Prometheus recorder once. Instance gauges are read from the board at scrape time, so they
+//! cannot drift from `/status`.
 
 use std::sync::OnceLock;
 
@@ -44,6 +45,14 @@ fn describe() {
         "moat_request_duration_seconds",
         metrics::Unit::Seconds,
         "from a request's arrival to its response head, by service"
+    );
+    metrics::describe_counter!(
+        "moat_rate_state_errors_total",
+        "calls to the shared rate-limit state (Redis) that failed, by error (timeout, store); each rate-limited request got the failure policy"
+    );
+    metrics::describe_counter!(
+        "moat_egress_requests_total",
+        "outbound requests and tunnels through the egress proxy, by caller, route (metadata, direct, vpc:P/N, front-door) and effect"
     );
     metrics::describe_counter!("moat_reloads_total", "config reloads, by result (applied, invalid, needs_restart)");
     metrics::describe_gauge!("moat_instances", "instances by service and state");

@@ -3,10 +3,12 @@
 //! supervisor per service that runs its instance with the Cloud Run container contract
 //! (spec/cloudrun.md §3.4, DESIGN "Runtime and state").
 //!
-//! Key decision: an instance's outbound calls go through the front door's `service:NAME`
-//! listener (its `HTTP_PROXY`), so a call from one service to another takes the origin the
-//! caller's egress settings imply, through the same pipeline and the same decisions `explain`
-//! prints for `--from service:NAME`. Nothing a workload sends can change where it calls from.
+//! Key decision: an instance's outbound calls go through its service's egress proxy listener
+//! (`egress:NAME`, its `HTTP_PROXY` and `HTTPS_PROXY`), which decides each destination with
+//! the caller's egress settings and hands calls to other services to the front door's
+//! `service:NAME` listener, so such a call takes the origin the caller's egress implies,
+//! through the same pipeline and the same decisions `explain` prints for `--from
+//! service:NAME`. Nothing a workload sends can change where it calls from.
 
 mod admin;
 mod backoff;
@@ -15,6 +17,7 @@ mod env;
 mod group;
 mod inject;
 mod instance;
+mod isolate;
 pub mod metrics;
 mod ready;
 mod reload;
@@ -43,6 +46,7 @@ pub use admin::ListenerInfo;
 pub use backoff::{Backoff, Delays};
 pub use decisions::{LogSink, summary};
 pub use env::{Contract, NO_PROXY, service_url, url_var};
+pub use isolate::NetNs;
 pub use reload::{NeedsRestart, ReloadError, declared_secret_changes, restart_changes};
 pub use status::{Board, ServiceStatus, State, table};
 
@@ -55,11 +59,20 @@ pub struct Options {
     /// Between SIGTERM and SIGKILL when an instance is stopped (Cloud Run gives 10 s).
     pub grace: Duration,
     pub backoff: Backoff,
+    /// `moat up --isolate`: each instance in a network namespace of its own, whose only ways
+    /// out are relays to its metadata server, its egress proxy and the Secret Manager API
+    /// (Linux, root or CAP_SYS_ADMIN; check with [`NetNs::available`] first).
+    pub isolate: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { ready_timeout: Duration::from_secs(60), grace: Duration::from_secs(10), backoff: Backoff::default() }
+        Self {
+            ready_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            isolate: false,
+        }
     }
 }
 
@@ -78,6 +91,9 @@ pub struct Config {
     /// into instances.
     pub secrets: moat_secrets::Secrets,
     pub options: Options,
+    /// Where rate-limit counters and bans live: moat.yaml's `rate_limit_state`, or
+    /// `--rate-state` over it; `None`, this process's memory.
+    pub rate_state: Option<moat_policy::model::RateLimitState>,
 }
 
 impl std::fmt::Debug for Config {
@@ -100,6 +116,8 @@ pub enum RuntimeError {
     /// A secret declared in moat.yaml could not be created or seeded.
     #[error("{0}")]
     Secrets(String),
+    #[error("cannot use the rate-limit state: {0}")]
+    RateState(String),
 }
 
 /// Where each service's requests go: the running instance, or the configured URL. Supervisors
@@ -129,6 +147,10 @@ impl Upstreams for UpstreamTable {
 #[derive(Debug)]
 pub struct Runtime {
     door: FrontDoor,
+    egress: crate::egress::EgressProxy,
+    /// Each service's egress caller (its metadata server and front door listener), for more
+    /// proxy listeners of its own ([`Runtime::egress_caller`]).
+    callers: HashMap<String, crate::egress::Caller>,
     board: Board,
     listeners: Vec<ListenerInfo>,
     stop: watch::Sender<bool>,
@@ -174,13 +196,25 @@ impl Runtime {
         listeners.push(ListenerInfo { origin: "admin".into(), addr: admin_addr });
         listeners.push(ListenerInfo { origin: "identity".into(), addr: identity_addr });
         listeners.push(ListenerInfo { origin: "secrets".into(), addr: secrets_addr });
-        let proxies: HashMap<String, SocketAddr> = door_listeners
+        // Where each service's egress proxy hands calls to other services: its own front door
+        // listener, whose origin is the calling service.
+        let door_for_calls: HashMap<String, SocketAddr> = door_listeners
             .iter()
             .filter_map(|(o, _, a)| match o {
                 Origin::Service(s) => Some((s.clone(), *a)),
                 _ => None,
             })
             .collect();
+        // One egress proxy listener per service: its instances' HTTP_PROXY and HTTPS_PROXY.
+        let mut egress_listeners = HashMap::new();
+        for name in project.services.keys() {
+            let what = format!("egress:{name}");
+            let l = bind(&what, EPHEMERAL_LISTENER).await?;
+            let a = local(&l, &what)?;
+            listeners.push(ListenerInfo { origin: what, addr: a });
+            egress_listeners.insert(name.clone(), (l, a));
+        }
+        let proxies: HashMap<String, SocketAddr> = egress_listeners.iter().map(|(n, (_, a))| (n.clone(), *a)).collect();
 
         // The verifier trusts the keys the metadata servers sign with, and follows rotations.
         let identity = Arc::clone(&config.identity);
@@ -189,9 +223,18 @@ impl Runtime {
         let rotation = crate::identity::spawn_rotation(Arc::clone(&identity), crate::identity::DEFAULT_ROTATE_EVERY);
         drop_on_stop(&mut servers, rotation, stop_rx.clone());
 
-        let door = FrontDoor::builder(Arc::clone(&project), Arc::clone(&verifier), upstreams.clone())
-            .sink(Arc::clone(&config.sink))
-            .build();
+        let mut door = FrontDoor::builder(Arc::clone(&project), Arc::clone(&verifier), upstreams.clone())
+            .sink(Arc::clone(&config.sink));
+        // Rate-limit counters and bans in Redis when configured, shared with every replica that
+        // names the same server; connected once, for the runtime's life (a reload keeps it).
+        if let Some(shared) = &config.rate_state {
+            let state = crate::frontdoor::RedisRateState::start(shared).await;
+            door = door.rate_state(state.map_err(|e| RuntimeError::RateState(e.to_string()))?);
+        }
+        let door = door.build();
+        // The egress proxy reads the front door's project snapshot, so it follows reloads.
+        let egress = crate::egress::EgressProxy::builder(Arc::new(door.clone())).sink(Arc::clone(&config.sink)).build();
+        let mut callers = HashMap::new();
         for (origin, listener, addr) in door_listeners {
             let door = door.clone();
             servers.spawn(async move {
@@ -253,6 +296,12 @@ impl Runtime {
                 error: None,
                 settled: true,
             };
+            let mut caller = crate::egress::Caller {
+                service: service.name.clone(),
+                instance: None,
+                metadata: None,
+                front_door: door_for_calls.get(&service.name).copied(),
+            };
             match project.run.get(&service.name).map(|r| &r.target) {
                 Some(RunTarget::Url(url)) => {
                     upstreams.set(&service.name, url);
@@ -262,6 +311,7 @@ impl Runtime {
                     // The instance's own metadata server, for its runtime service account only.
                     let mds = bind(&format!("metadata server of `{}`", service.name), EPHEMERAL_LISTENER).await?;
                     let mds_addr = local(&mds, "metadata")?;
+                    caller.metadata = Some(mds_addr);
                     let workload = Workload::cloud_run(&project, &account);
                     let identity = Arc::clone(&identity);
                     let until = until(stop_rx.clone());
@@ -292,9 +342,21 @@ impl Runtime {
                 }
                 Some(RunTarget::Command { .. }) | None => board.insert(base),
             }
+            if let Some((listener, _)) = egress_listeners.remove(&service.name) {
+                let (egress, caller) = (egress.clone(), caller.clone());
+                servers.spawn(async move {
+                    let name = caller.service.clone();
+                    if let Err(e) = egress.serve(listener, caller).await {
+                        eprintln!("moat: the egress proxy of `{name}` stopped: {e}");
+                    }
+                });
+            }
+            callers.insert(service.name.clone(), caller);
         }
         Ok(Self {
             door,
+            egress,
+            callers,
             board,
             listeners,
             stop,
@@ -336,9 +398,22 @@ impl Runtime {
         let services = project.services.len();
         let project = Arc::new(project);
         self.secrets.set_project(Arc::clone(&project));
+        // The egress proxy reads this snapshot too: one swap for both.
         self.door.replace_project(project);
         metrics::reload("applied");
         Ok(services)
+    }
+
+    /// The egress proxy: serve another listener for a caller with
+    /// `runtime.egress().serve(listener, caller)`.
+    pub fn egress(&self) -> &crate::egress::EgressProxy {
+        &self.egress
+    }
+
+    /// `service`'s caller as its own egress listener serves it: its metadata server and its
+    /// front door listener (`instance` unset).
+    pub fn egress_caller(&self, service: &str) -> Option<crate::egress::Caller> {
+        self.callers.get(service).cloned()
     }
 
     pub fn board(&self) -> &Board {
@@ -378,6 +453,7 @@ impl Runtime {
         let _ = self.stop.send(true);
         while self.supervisors.join_next().await.is_some() {}
         self.door.shutdown();
+        self.egress.shutdown();
         let drain = async { while self.servers.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(15), drain).await.is_err() {
             self.servers.abort_all();

@@ -23,6 +23,16 @@ const POLL: Duration = Duration::from_millis(25);
 /// Polls `127.0.0.1:port` until it accepts a connection, the child exits, or `timeout` passes.
 pub(super) async fn wait(port: u16, timeout: Duration, child: &mut Child) -> Startup {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_for(|| TcpStream::connect(addr), timeout, child).await
+}
+
+/// [`wait`] with another way to connect (an isolated instance's port is inside its network
+/// namespace).
+pub(super) async fn wait_for<F, Fut>(mut connect: F, timeout: Duration, child: &mut Child) -> Startup
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::io::Result<TcpStream>>,
+{
     let started = Instant::now();
     loop {
         match child.try_wait() {
@@ -33,7 +43,7 @@ pub(super) async fn wait(port: u16, timeout: Duration, child: &mut Child) -> Sta
                 tracing::warn!("cannot check on an instance: {e}");
             }
         }
-        if let Ok(Ok(_)) = tokio::time::timeout(POLL * 4, TcpStream::connect(addr)).await {
+        if let Ok(Ok(_)) = tokio::time::timeout(POLL * 4, connect()).await {
             return Startup::Ready;
         }
         if started.elapsed() >= timeout {

@@ -43,6 +43,10 @@ pub fn restart_changes(old: &Project, new: &Project, workloads: bool) -> Vec<Str
     if old.listeners != new.listeners {
         out.push("`listeners:` changed (addresses are bound at start)".to_owned());
     }
+    let store = |p: &Project| p.rate_limit_state.as_ref().map(|r| (r.redis.clone(), r.on_error, r.timeout));
+    if store(old) != store(new) {
+        out.push("`rate_limit_state:` changed (the store is connected at start)".to_owned());
+    }
     let added: Vec<&str> = new.services.keys().filter(|s| !old.services.contains_key(*s)).map(String::as_str).collect();
     let removed: Vec<&str> =
         old.services.keys().filter(|s| !new.services.contains_key(*s)).map(String::as_str).collect();
@@ -228,5 +232,16 @@ mod tests {
         assert_eq!(changes, ["`listeners:` changed (addresses are bound at start)"]);
         let other = MOAT.replace("127.0.0.1:9", "127.0.0.1:10");
         assert_eq!(restart_changes(&load(MOAT, None), &load(&other, None), false), ["`run.api` changed"]);
+    }
+
+    #[test]
+    fn the_rate_limit_store_needs_a_restart_but_not_a_moved_line() {
+        let shared = format!("{MOAT}rate_limit_state: {{redis: \"redis://127.0.0.1:6379/0\"}}\n");
+        let changes = restart_changes(&load(MOAT, None), &load(&shared, None), false);
+        assert_eq!(changes, ["`rate_limit_state:` changed (the store is connected at start)"]);
+        let open = shared.replace('}', ", on_error: open}");
+        assert_eq!(restart_changes(&load(&shared, None), &load(&open, None), false).len(), 1);
+        let moved = format!("# a comment\n{shared}");
+        assert_eq!(restart_changes(&load(&shared, None), &load(&moved, None), false), Vec::<String>::new());
     }
 }

@@ -61,7 +61,8 @@ pub struct ServiceStatus {
     pub service_account: String,
     /// The instance's own metadata server.
     pub metadata: Option<String>,
-    /// The front door listener its outbound calls go through.
+    /// Its egress proxy (`egress:NAME`, `http://ADDR`): its instances' HTTP_PROXY and
+    /// HTTPS_PROXY.
     pub egress_proxy: Option<String>,
     pub restarts: u32,
     /// Why the last start failed or the last instance ended, until an instance is ready again.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use moat_crypto::{Account, KeyRing, TokenFormat, Verifier, VerifierConfig, sign_id_token};
 use moat_policy::{Origin, Principal, Project, SourceFile};
+use moat_server::egress::EgressRecord;
 use moat_server::frontdoor::{DecisionRecord, DecisionSink, FrontDoor, Limits, RateState};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,6 +61,10 @@ pub struct Capture(Mutex<Vec<DecisionRecord>>);
 impl DecisionSink for Capture {
     fn record(&self, record: &DecisionRecord) {
         self.0.lock().unwrap().push(record.clone());
+    }
+
+    fn record_egress(&self, record: &EgressRecord) {
+        panic!("the front door wrote an egress record: {record:?}");
     }
 }
 

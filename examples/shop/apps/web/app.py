@@ -2,10 +2,10 @@
 
 Stdlib only. On every page it calls the API the way a Cloud Run service does: an ID token for
 the API's URL from its own metadata server ($GCE_METADATA_HOST), then the API's run.app host.
-Locally the call is plain http:// and goes through $HTTP_PROXY, which moat points at the front
-door's listener for this service's outbound calls: the front door sees the call coming from
-web's VPC egress and decides it exactly as `moat explain --service api --from service:web`
-does. The token's audience is the API's https:// URL, as on Cloud Run.
+Locally the call is plain http:// and goes through $HTTP_PROXY, which moat points at this
+service's egress proxy: the proxy hands calls for moat services to the front door, which sees
+the call coming from web's VPC egress and decides it exactly as
+`moat explain --service api --from service:web` does. The token's audience is the API's https:// URL, as on Cloud Run.
 
 Listens on 127.0.0.1:$PORT rather than 0.0.0.0 (see apps/api/app.py for why).
 """
