@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::armor::expr::Attribute;
-use crate::armor::{EdgeRequest, EdgeVerdict, Match, Rule, SecurityPolicy};
+use crate::armor::{Action, EdgeRequest, EdgeVerdict, GeoTable, KeyPart, Match, Rule, SecurityPolicy};
 use crate::decision::Reason;
 
 /// Reason code: a rule needs request facts the query does not give; it was set aside.
@@ -46,9 +46,9 @@ impl Fact {
 
 impl EdgeFacts {
     /// The request as the front door would build it, with placeholders for unknown facts
-    /// (never read: the rules that need them are set aside). The scheme is `http`, as on
-    /// moat's listeners.
-    pub fn request(&self, host: &str) -> EdgeRequest {
+    /// (never read: the rules that need them are set aside), and the region and ASN `geo`
+    /// gives the source address. The scheme is `http`, as on moat's listeners.
+    pub fn request(&self, host: &str, geo: &GeoTable) -> EdgeRequest {
         let ip = self.source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let mut r = EdgeRequest::new(
             self.method.as_deref().unwrap_or("GET"),
@@ -60,7 +60,7 @@ impl EdgeFacts {
         for (k, v) in self.headers.iter().flatten() {
             r = r.header(k, v);
         }
-        r
+        if self.source_ip.is_some() { geo.locate(r) } else { r }
     }
 
     fn knows(&self, fact: Fact) -> bool {
@@ -73,7 +73,7 @@ impl EdgeFacts {
     }
 
     /// The facts `rule` reads that the query does not give.
-    fn missing(&self, policy: &SecurityPolicy, rule: &Rule) -> Vec<Fact> {
+    fn missing(&self, policy: &SecurityPolicy, geo: &GeoTable, rule: &Rule) -> Vec<Fact> {
         let mut needs = Vec::new();
         match &rule.matcher {
             Match::SrcIps { all: true, .. } => {}
@@ -91,13 +91,21 @@ impl EdgeFacts {
                                 needs.push(Fact::Headers);
                             }
                         }
+                        // The geo table's answer for the source address; without a table
+                        // they are unavailable for every request, as at the front door.
+                        Attribute::OriginRegionCode | Attribute::OriginAsn if !geo.is_empty() => {
+                            needs.push(Fact::SourceIp);
+                        }
                         // Known without the query: the listener's scheme, and what moat never
-                        // has (region, ASN, TLS fingerprints, reCAPTCHA tokens) is absent for
-                        // every request, as at the front door.
+                        // has (TLS fingerprints, reCAPTCHA tokens) is absent for every request,
+                        // as at the front door.
                         _ => {}
                     }
                 }
             }
+        }
+        if !geo.is_empty() && counts_by_region(rule) {
+            needs.push(Fact::SourceIp);
         }
         needs.sort();
         needs.dedup();
@@ -106,18 +114,25 @@ impl EdgeFacts {
     }
 }
 
-/// Evaluates `policy` for what the query knows. Rules before the deciding one that need
-/// unknown facts come first in the reasons, one `edge.depends_on_request` each.
-pub fn evaluate<'p>(policy: &'p SecurityPolicy, facts: &EdgeFacts, host: &str) -> EdgeVerdict<'p> {
-    let request = facts.request(host);
-    let mut verdict = policy.evaluate_where(&request, |rule| facts.missing(policy, rule).is_empty());
+/// Evaluates `policy` for what the query knows, with `geo` (the project's IP-to-region/ASN
+/// table) locating the source address. Rules before the deciding one that need unknown facts
+/// come first in the reasons, one `edge.depends_on_request` each. When the deciding rule reads
+/// the region or ASN (or counts by `REGION_CODE`), its reason says what the table gave.
+pub fn evaluate<'p>(policy: &'p SecurityPolicy, geo: &GeoTable, facts: &EdgeFacts, host: &str) -> EdgeVerdict<'p> {
+    let request = facts.request(host, geo);
+    let mut verdict = policy.evaluate_where(&request, |rule| facts.missing(policy, geo, rule).is_empty());
+    if reads_geo(verdict.rule)
+        && let (Some(ip), Some(decided)) = (facts.source_ip, verdict.reasons.last_mut())
+    {
+        decided.message.push_str(&located(geo, ip, &request));
+    }
     let decider = verdict.priority();
     let mut depends: Vec<Reason> = policy
         .rules()
         .iter()
         .take_while(|r| r.priority < decider)
         .filter_map(|rule| {
-            let missing = facts.missing(policy, rule);
+            let missing = facts.missing(policy, geo, rule);
             if missing.is_empty() {
                 return None;
             }
@@ -138,6 +153,40 @@ pub fn evaluate<'p>(policy: &'p SecurityPolicy, facts: &EdgeFacts, host: &str) -
     depends.append(&mut verdict.reasons);
     verdict.reasons = depends;
     verdict
+}
+
+/// Whether `rule` reads `origin.region_code` or `origin.asn`, or counts by `REGION_CODE`.
+fn reads_geo(rule: &Rule) -> bool {
+    let by_expr = match &rule.matcher {
+        Match::Expr(e) => {
+            e.compiled.attributes().iter().any(|a| matches!(a, Attribute::OriginRegionCode | Attribute::OriginAsn))
+        }
+        Match::SrcIps { .. } => false,
+    };
+    by_expr || counts_by_region(rule)
+}
+
+/// Whether `rule` is a rate limit with a `REGION_CODE` key part.
+fn counts_by_region(rule: &Rule) -> bool {
+    match &rule.action {
+        Action::Throttle(l) | Action::RateBasedBan(l, _) => l.key.contains(&KeyPart::RegionCode),
+        Action::Allow | Action::Deny(_) | Action::Redirect(_) => false,
+    }
+}
+
+/// What the table gave `ip`, appended to the deciding rule's reason ("; source IP: region
+/// \`CH\`, ASN 3303 (geo row RANGE, moat.yaml:LINE)"), or why there is no region or ASN.
+fn located(geo: &GeoTable, ip: IpAddr, request: &EdgeRequest) -> String {
+    let ip = ip.to_canonical();
+    if geo.is_empty() {
+        return format!("; source {ip}: no region or ASN (moat.yaml has no `geo:` table)");
+    }
+    let Some(row) = geo.lookup(ip) else {
+        return format!("; source {ip}: no region or ASN (no `geo:` row holds it)");
+    };
+    let region = request.region_code.as_deref().map_or_else(|| "no region".to_owned(), |c| format!("region `{c}`"));
+    let asn = request.asn.map_or_else(|| "no ASN".to_owned(), |a| format!("ASN {a}"));
+    format!("; source {ip}: {region}, {asn} (geo row {}, {})", row.range, row.source)
 }
 
 #[cfg(test)]
@@ -161,7 +210,7 @@ mod tests {
     #[test]
     fn rules_needing_unknown_facts_are_set_aside_and_said_to_depend() {
         let p = policy();
-        let v = evaluate(&p, &EdgeFacts::default(), "h");
+        let v = evaluate(&p, &GeoTable::default(), &EdgeFacts::default(), "h");
         assert_eq!(v.priority(), 2_147_483_647);
         assert_eq!(codes(&v), [DEPENDS_ON_REQUEST, DEPENDS_ON_REQUEST, "edge.default_rule"]);
         assert!(v.reasons.first().is_some_and(|r| r.message.contains("origin.ip (--source-ip)")));
@@ -176,13 +225,18 @@ mod tests {
             source_ip: Some(IpAddr::from([198, 51, 100, 1])),
             headers: Some(Vec::new()),
         };
-        let v = evaluate(&p, &facts, "h");
+        let v = evaluate(&p, &GeoTable::default(), &facts, "h");
         assert_eq!(v.priority(), 20);
         assert_eq!(codes(&v), ["edge.rule_matched"]);
-        let direct = p.evaluate(&facts.request("h"));
+        let direct = p.evaluate(&facts.request("h", &GeoTable::default()));
         assert_eq!(direct.reasons, v.reasons);
         // A rule already decided before an unknown one: nothing depends.
-        let v = evaluate(&p, &EdgeFacts { source_ip: Some(IpAddr::from([192, 0, 2, 1])), ..EdgeFacts::default() }, "h");
+        let v = evaluate(
+            &p,
+            &GeoTable::default(),
+            &EdgeFacts { source_ip: Some(IpAddr::from([192, 0, 2, 1])), ..EdgeFacts::default() },
+            "h",
+        );
         assert_eq!((v.priority(), codes(&v)), (10, vec!["edge.rule_matched"]));
     }
 }

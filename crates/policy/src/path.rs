@@ -142,7 +142,7 @@ pub fn admit_with_edge(
     if let (Some(facts), Some(lb)) = (edge, resolved.lb)
         && let Some(policy) = project.security_policy(lb)
     {
-        let verdict = crate::edge::evaluate(policy, facts, &lb_host(lb));
+        let verdict = crate::edge::evaluate(policy, &project.geo, facts, &lb_host(lb));
         match edge_admits(&verdict, RateCheck::Uncounted) {
             Ok((mut r, _)) => reasons.append(&mut r),
             Err(d) => return Ok(Err(prefix(d, reasons))),

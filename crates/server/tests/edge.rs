@@ -237,6 +237,35 @@ async fn rate_based_ban_bans_the_key_and_other_keys_go_on() {
     assert_eq!(call(&h, "www.example.com", "/login", &[]).await.status, 200);
 }
 
+/// `geo:` locates the peer: a rule denying one region refuses a client whose address is in
+/// that region's range and admits a client from another region's range.
+#[tokio::test]
+async fn a_region_rule_refuses_the_peers_of_that_region_only() {
+    let moat = format!(
+        "{MOAT}geo:\n  - {{range: 127.0.0.1/32, region_code: CH, asn: 3303}}\n  - {{range: 127.0.0.2/32, region_code: US}}\n"
+    );
+    let policy = r#"{"name": "loopback-denied", "rules": [
+        { "action": "deny(403)", "priority": 10,
+          "match": { "expr": { "expression": "origin.region_code == 'CH'" } } },
+        { "action": "allow", "priority": 2147483647,
+          "match": { "versionedExpr": "SRC_IPS_V1", "config": { "srcIpRanges": ["*"] } } } ]}"#;
+    let project = inline_project(&[
+        ("moat.yaml", &moat),
+        ("services/web.json", WEB),
+        ("armor/edge-policy.json", EDGE_POLICY),
+        ("armor/loopback-denied.json", policy),
+    ]);
+    let h = Harness::start(project, &[Origin::Internet]).await;
+    let from = |ip: [u8; 4]| std::net::IpAddr::from(ip);
+    let r = harness::send_from(from([127, 0, 0, 1]), h.internet(), &get("walled.example.com", "/", &[])).await.unwrap();
+    assert_eq!(r.status, 403, "127.0.0.1 is in CH");
+    assert_eq!(r.body, armor_page(403, "Forbidden"));
+    assert_eq!(h.last_record().edge_rule, Some(10));
+    let r = harness::send_from(from([127, 0, 0, 2]), h.internet(), &get("walled.example.com", "/", &[])).await.unwrap();
+    assert_eq!(r.status, 200, "127.0.0.2 is in US: {}", r.body);
+    assert_eq!(h.last_record().edge_rule, Some(2147483647));
+}
+
 #[tokio::test]
 async fn other_doors_are_not_evaluated() {
     let h = start().await;

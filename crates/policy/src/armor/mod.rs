@@ -14,6 +14,7 @@
 mod error;
 mod eval;
 pub mod expr;
+mod geo;
 mod locate;
 mod policy;
 mod rate_limit;
@@ -24,6 +25,7 @@ pub(crate) mod waf;
 
 pub use error::ArmorError;
 pub use eval::{EdgeOutcome, EdgeVerdict, PreviewMatch, RECAPTCHA_REFUSAL_STATUS, RuleError, codes};
+pub use geo::{GeoEntry, GeoTable, is_region_code};
 pub use policy::{
     Action, DEFAULT_RULE_PRIORITY, DENY_STATUSES, HeaderToAdd, MAX_SRC_IP_RANGES, Match, PolicyType, Redirect, Rule,
     RuleExpr, SecurityPolicy,

@@ -44,6 +44,8 @@ pub enum KeyPart {
     HttpPath,
     /// The TLS server name, first 128 bytes; plain HTTP falls back to `All`.
     Sni,
+    /// The region code the project's `geo:` table gives the peer address; none falls back to
+    /// `All`.
     RegionCode,
     /// Falls back to `All` without TLS.
     TlsJa3Fingerprint,

@@ -15,6 +15,7 @@ use crate::model::{
 use crate::request::GoogleProduct;
 
 mod egress;
+mod geo;
 
 pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigError>) -> Project {
     let p = raw.project.value;
@@ -81,6 +82,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         source: project_src.clone(),
         networks,
         egress: egress::lower_egress(ctx, raw.egress, errs),
+        geo: geo::lower_geo(ctx, raw.geo, errs),
         shared_vpc,
         connectors: Vec::new(),
         perimeter: None,

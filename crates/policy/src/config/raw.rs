@@ -126,6 +126,20 @@ pub struct RawMoat {
     /// Which ranges count as private, and the outside hosts of the simulated network.
     #[serde(default)]
     pub egress: Option<Spanned<RawEgress>>,
+    /// The IP-to-region/ASN table behind `origin.region_code`, `origin.asn` and `REGION_CODE`.
+    #[serde(default)]
+    pub geo: Vec<Spanned<RawGeoRow>>,
+}
+
+/// `geo[]`: `{range: CIDR, region_code: "CH", asn: 15169}`, either field optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoRow {
+    pub range: Spanned<String>,
+    #[serde(default)]
+    pub region_code: Option<Spanned<String>>,
+    #[serde(default)]
+    pub asn: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

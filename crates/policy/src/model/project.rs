@@ -270,6 +270,9 @@ pub struct Project {
     pub networks: Vec<Network>,
     /// Egress settings: which ranges are private, and the outside hosts of the simulation.
     pub egress: EgressConfig,
+    /// The IP-to-region/ASN table (`geo:`); empty when moat.yaml has none, and then
+    /// `origin.region_code` and `origin.asn` are unavailable for every request.
+    pub geo: crate::armor::GeoTable,
     pub shared_vpc: Vec<SharedVpc>,
     pub connectors: Vec<Connector>,
     pub perimeter: Option<Perimeter>,

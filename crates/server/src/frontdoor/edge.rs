@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
 use hyper::{Request, Response, StatusCode};
-use moat_policy::armor::{EdgeOutcome, EdgeRequest, ExceedAction, HeaderToAdd, Redirect};
+use moat_policy::armor::{EdgeOutcome, EdgeRequest, ExceedAction, GeoTable, HeaderToAdd, Redirect};
 use moat_policy::path::RateCheck;
 
 use super::body::Body;
@@ -15,7 +15,8 @@ use super::body::Body;
 /// moat has no trusted proxy in front of it, so no header (`X-Forwarded-For`, `Forwarded`)
 /// can change `origin.ip` or a `SRC_IPS_V1` match. The scheme is what the client spoke to the
 /// front door. Header values that are not UTF-8 are left out (the policy could not read them).
-pub(super) fn edge_request<B>(req: &Request<B>, host: &str, peer: SocketAddr) -> EdgeRequest {
+/// The region and ASN are the project's `geo:` table's for the peer (none without a table).
+pub(super) fn edge_request<B>(req: &Request<B>, host: &str, peer: SocketAddr, geo: &GeoTable) -> EdgeRequest {
     let uri = req.uri();
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut e = EdgeRequest::new(req.method().as_str(), "http", host, target, peer.ip());
@@ -24,7 +25,7 @@ pub(super) fn edge_request<B>(req: &Request<B>, host: &str, peer: SocketAddr) ->
             e = e.header(name.as_str(), v);
         }
     }
-    e
+    geo.locate(e)
 }
 
 /// `headerAction.requestHeadersToAdds`: each header is set, replacing any the client sent.
@@ -99,7 +100,7 @@ mod tests {
             .header("User-Agent", "curl/8")
             .body(())
             .expect("request");
-        let e = edge_request(&req, "www.example.com", "127.0.0.1:5000".parse().expect("addr"));
+        let e = edge_request(&req, "www.example.com", "127.0.0.1:5000".parse().expect("addr"), &GeoTable::default());
         assert_eq!(e.remote_ip, std::net::IpAddr::from([127, 0, 0, 1]));
         assert_eq!((e.path.as_str(), e.query.as_str()), ("/a/b", "x=1"));
         assert_eq!(e.headers.get("user-agent"), Some("curl/8"));

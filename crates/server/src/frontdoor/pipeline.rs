@@ -83,7 +83,7 @@ pub(super) async fn handle(
     // A rate limit counts per backend service and key, in the door's state (not the snapshot);
     // a shared state that does not answer in time answers with its failure policy.
     let policy = door_of.lb.and_then(|lb| project.security_policy(lb));
-    let edge_facts = policy.map(|_| edge::edge_request(&req, &host, peer));
+    let edge_facts = policy.map(|_| edge::edge_request(&req, &host, peer, &project.geo));
     if let (Some(policy), Some(edge_facts)) = (policy, &edge_facts)
         && let Some(verdict) = path::edge(project, door_of, edge_facts)
     {

@@ -255,7 +255,18 @@ impl RawResponse {
 /// Sends `raw` and reads to the end. `None` when the connection closed without a byte of
 /// response (a network-layer refusal).
 pub async fn send(addr: SocketAddr, raw: &str) -> Option<RawResponse> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    exchange(TcpStream::connect(addr).await.unwrap(), raw).await
+}
+
+/// [`send`] from the loopback address `from` (any of 127.0.0.0/8 on Linux), so the front door
+/// sees another peer address.
+pub async fn send_from(from: std::net::IpAddr, addr: SocketAddr, raw: &str) -> Option<RawResponse> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    exchange(socket.connect(addr).await.unwrap(), raw).await
+}
+
+async fn exchange(mut s: TcpStream, raw: &str) -> Option<RawResponse> {
     s.write_all(raw.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;

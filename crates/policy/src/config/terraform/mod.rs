@@ -147,6 +147,7 @@ impl<'p, 'a> Lower<'p, 'a> {
             source,
             networks: Vec::new(),
             egress: EgressConfig::default(),
+            geo: crate::armor::GeoTable::default(),
             shared_vpc: Vec::new(),
             connectors: Vec::new(),
             perimeter: None,
