@@ -5,15 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/listeners.rs"]
 mod listeners;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use http::enc;
 use listeners::{listener_addr, read_until_ready};
 use serde_json::Value;
 
@@ -183,29 +186,6 @@ fn start(name: &str) -> Up {
     assert!(stdout.iter().any(|l| l.starts_with("ready: 6/6")), "{}", stdout.join("\n"));
     let admin = listener_addr(&stdout, "admin");
     Up { child, stdout, admin, dir }
-}
-
-/// `GET path` over HTTP/1.0: the JSON body.
-fn get(addr: SocketAddr, path: &str) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {raw}"))
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 impl Up {
@@ -388,4 +368,9 @@ fn the_metadata_server_answers_in_every_egress_mode() {
     }
     let (records, _) = up.egress_records(|r| r.iter().filter(|r| r["route"] == "metadata").count() >= 10);
     assert_eq!(records.iter().filter(|r| r["route"] == "metadata" && r["effect"] == "allow").count(), 10);
+}
+
+/// `GET path`: the JSON body.
+fn get(addr: SocketAddr, path: &str) -> Value {
+    http::get_json(addr, path).unwrap_or_else(|e| panic!("{e}"))
 }

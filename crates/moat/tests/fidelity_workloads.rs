@@ -19,17 +19,19 @@
 
 #[path = "../../../tests/fidelity/case.rs"]
 mod case;
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/listeners.rs"]
 mod listeners;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use case::{Case, CaseQuery, Outcome, case_dirs, corpus_dir, describe};
+use http::{enc, get_json as get};
 use listeners::{listener_addr, read_until_ready};
 use serde_json::Value;
 
@@ -206,29 +208,6 @@ fn start(dir: PathBuf) -> Result<Up, String> {
             std::fs::read_to_string(up.dir.join("moat.stderr")).unwrap_or_default()
         )),
     }
-}
-
-/// `GET path` over HTTP/1.0: the JSON body.
-fn get(addr: SocketAddr, path: &str) -> Result<Value, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).map_err(|e| format!("{addr}{path}: {e}"))?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    serde_json::from_str(&body).map_err(|e| format!("{addr}{path}: {e}: {raw}"))
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 impl Up {

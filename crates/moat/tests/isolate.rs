@@ -5,15 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/listeners.rs"]
 mod listeners;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use http::get;
 use listeners::{listener_addr, read_until_ready};
 use moat_server::runtime::NetNs;
 use serde_json::Value;
@@ -144,18 +146,6 @@ fn start(dir: &Path) -> Up {
         panic!("moat up --isolate printed no `ready:` line within 60 s:\n{}", printed.all.lock().unwrap().join("\n"));
     };
     Up { child, dir: dir.to_path_buf(), stdout }
-}
-
-/// `GET path` with `Host: host` over HTTP/1.0: (status, body).
-fn get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 #[test]

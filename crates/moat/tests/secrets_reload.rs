@@ -6,11 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/listeners.rs"]
 mod listeners;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -116,7 +117,7 @@ impl Up {
     fn instance(&self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let status = get_json(self.admin, "/status");
+            let status = json(self.admin, "/status");
             let s = status["services"].as_array().unwrap().iter().find(|s| s["service"] == "reader").cloned().unwrap();
             if s["state"] == "ready" {
                 return SocketAddr::from(([127, 0, 0, 1], u16::try_from(s["port"].as_u64().unwrap()).unwrap()));
@@ -127,7 +128,7 @@ impl Up {
     }
 
     fn file(&self) -> Result<String, String> {
-        let out = get_json(self.instance(), "/file?name=secrets/current");
+        let out = json(self.instance(), "/file?name=secrets/current");
         match (out["data"].as_str(), out["error"].as_str()) {
             (Some(d), _) => Ok(d.to_owned()),
             (None, Some(e)) => Err(e.to_owned()),
@@ -160,16 +161,6 @@ impl Up {
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     }
-}
-
-fn get_json(addr: SocketAddr, path: &str) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {raw}"))
 }
 
 fn project() -> PathBuf {
@@ -225,4 +216,8 @@ fn reloads_apply_declared_secrets_and_project_iam_and_refuse_instance_contract_c
     let err = up.said("reload refused, still serving the previous config", 2);
     assert!(err.contains("the secret env of `reader` changed"), "{err}");
     assert!(err.contains("the secret volumes of `reader` changed"), "{err}");
+}
+
+fn json(addr: SocketAddr, path: &str) -> Value {
+    http::get_json(addr, path).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/listeners.rs"]
 mod listeners;
 
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use http::get;
 use listeners::{listener_addr, read_until_ready};
 
 use serde_json::Value;
@@ -73,18 +76,6 @@ fn start() -> Up {
     };
     let addr = |origin: &str| listener_addr(&stdout, origin);
     Up { admin: addr("admin"), internet: addr("internet"), child, stdout, state }
-}
-
-/// `GET path` with `Host: host` over HTTP/1.0: (status, body).
-fn get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 fn json(addr: SocketAddr, path: &str) -> Value {
