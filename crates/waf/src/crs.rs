@@ -1,0 +1,295 @@
+//! The OWASP CRS rule files behind Cloud Armor's preconfigured sets, loaded from disk (Debian's
+//! `modsecurity-crs` by default; moat never vendors them), and evaluated per set.
+//!
+//! How the CRS files become Cloud Armor sets:
+//! - one set per request-attack file (`sqli` = REQUEST-942, ...; spec/armor.md §4.1);
+//! - a signature's sensitivity is the paranoia level of the section it sits in: the CRS gates
+//!   each section with `SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt N" ...skipAfter:END-...`. The
+//!   gates themselves are dropped; which signatures run is decided per call from the sensitivity
+//!   and the opt-in/opt-out lists;
+//! - `nolog` rules (counters such as 921170) are helpers, not signatures: they run whenever their
+//!   file is evaluated, and never match on their own;
+//! - `TX` starts from the defaults REQUEST-901-INITIALIZATION sets (`tx.allowed_methods`, ...),
+//!   read from that file.
+
+use std::path::{Path, PathBuf};
+
+use crate::engine::Transaction;
+use crate::request::WafRequest;
+use crate::rule::{self, Rule, Selector, Var};
+use crate::seclang::{Directive, parse_actions, parse_file};
+
+/// The default CRS location: Debian's `modsecurity-crs` package.
+pub const DEFAULT_CRS_DIR: &str = "/usr/share/modsecurity-crs";
+
+/// The Cloud Armor families and the CRS file each is made of.
+pub const FAMILIES: &[(&str, &str)] = &[
+    ("methodenforcement", "REQUEST-911-"),
+    ("scannerdetection", "REQUEST-913-"),
+    ("protocolattack", "REQUEST-921-"),
+    ("lfi", "REQUEST-930-"),
+    ("rfi", "REQUEST-931-"),
+    ("rce", "REQUEST-932-"),
+    ("php", "REQUEST-933-"),
+    ("nodejs", "REQUEST-934-"),
+    ("xss", "REQUEST-941-"),
+    ("sqli", "REQUEST-942-"),
+    ("sessionfixation", "REQUEST-943-"),
+    ("java", "REQUEST-944-"),
+];
+
+/// Why the CRS could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(pub String);
+
+/// A loaded rule set: every family's rules, compiled.
+#[derive(Debug)]
+pub struct Crs {
+    pub dir: PathBuf,
+    /// The CRS version the files say (`3.3.4`).
+    pub version: String,
+    families: Vec<Family>,
+    tx_defaults: Vec<(String, Vec<u8>)>,
+}
+
+/// One family (one CRS file).
+#[derive(Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub file: PathBuf,
+    /// Phase 1 rules, then phase 2, each in file order.
+    rules: Vec<CrsRule>,
+}
+
+#[derive(Debug)]
+struct CrsRule {
+    rule: Rule,
+    paranoia: u8,
+    signature: bool,
+}
+
+/// A signature of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    pub id: u32,
+    pub paranoia: u8,
+}
+
+impl Family {
+    pub fn signatures(&self) -> impl Iterator<Item = Signature> + '_ {
+        self.rules
+            .iter()
+            .filter(|r| r.signature)
+            .filter_map(|r| Some(Signature { id: r.rule.id?, paranoia: r.paranoia }))
+    }
+
+    /// Rules that use the backtracking regex engine (for docs and tuning).
+    pub fn backtracking_rules(&self) -> Vec<u32> {
+        self.rules
+            .iter()
+            .filter(|r| matches!(&r.rule.operator, crate::operator::Operator::Rx(p) if p.is_backtracking()))
+            .filter_map(|r| r.rule.id)
+            .collect()
+    }
+}
+
+impl Crs {
+    /// Loads the CRS from `dir` (the package root holding `rules/`, or the rules directory
+    /// itself). Every rule of every family must compile; the first that does not is the error.
+    pub fn load(dir: &Path) -> Result<Crs, LoadError> {
+        let rules_dir = if dir.join("rules").is_dir() { dir.join("rules") } else { dir.to_path_buf() };
+        let entries = std::fs::read_dir(&rules_dir).map_err(|e| {
+            LoadError(format!(
+                "no OWASP CRS rule files at {} ({e}); install Debian's modsecurity-crs \
+                 (`apt-get install modsecurity-crs`) or point --crs-dir at a CRS 3.3 checkout",
+                rules_dir.display()
+            ))
+        })?;
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        let find = |prefix: &str| {
+            files.iter().find(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(".conf"))
+            })
+        };
+        let mut families = Vec::new();
+        let mut version = String::new();
+        for (name, prefix) in FAMILIES {
+            let file = find(prefix).ok_or_else(|| {
+                LoadError(format!(
+                    "{}: no {prefix}*.conf (the `{name}` set); is this an OWASP CRS 3.3 rules directory? \
+                     Install Debian's modsecurity-crs or pass --crs-dir",
+                    rules_dir.display()
+                ))
+            })?;
+            let (family, v) = load_family(name, file, &rules_dir)?;
+            if version.is_empty() {
+                version = v;
+            }
+            families.push(family);
+        }
+        let tx_defaults = match find("REQUEST-901-") {
+            Some(init) => tx_defaults(init)?,
+            None => Vec::new(),
+        };
+        Ok(Crs { dir: rules_dir, version, families, tx_defaults })
+    }
+
+    pub fn family(&self, name: &str) -> Option<&Family> {
+        self.families.iter().find(|f| f.name == name)
+    }
+
+    pub fn families(&self) -> &[Family] {
+        &self.families
+    }
+
+    /// Starts inspecting one request. Several sets can be evaluated on the same inspection;
+    /// they share the parsed request and transformed values, not `TX`.
+    pub fn inspect<'r>(&'r self, request: &'r WafRequest) -> Inspection<'r> {
+        Inspection { crs: self, tx: Transaction::new(request, &self.tx_defaults) }
+    }
+}
+
+/// One request under inspection.
+#[derive(Debug)]
+pub struct Inspection<'r> {
+    crs: &'r Crs,
+    tx: Transaction<'r>,
+}
+
+impl Inspection<'_> {
+    /// Evaluates one family: the signatures `enabled(id, paranoia)` accepts, and every helper
+    /// rule. `exclude(id, variable, key)` removes a field from one signature's inspection.
+    /// Returns the ids of the signatures that matched, in evaluation order.
+    pub fn evaluate(
+        &mut self,
+        family: &str,
+        enabled: &dyn Fn(u32, u8) -> bool,
+        exclude: &dyn Fn(u32, Var, &str) -> bool,
+    ) -> Vec<u32> {
+        let Some(family) = self.crs.family(family) else { return Vec::new() };
+        self.tx.reset_tx(&self.crs.tx_defaults);
+        let mut matched = Vec::new();
+        for r in &family.rules {
+            let id = r.rule.id.unwrap_or(0);
+            if r.signature && !enabled(id, r.paranoia) {
+                continue;
+            }
+            let excluded = |var: Var, key: &str| exclude(id, var, key);
+            if self.tx.evaluate(&r.rule, &excluded) && r.signature {
+                matched.push(id);
+            }
+        }
+        matched
+    }
+
+    /// Operator failures (backtracking budget exhausted) so far.
+    pub fn errors(&self) -> u32 {
+        self.tx.errors()
+    }
+}
+
+fn load_family(name: &'static str, file: &Path, data_dir: &Path) -> Result<(Family, String), LoadError> {
+    let text = std::fs::read_to_string(file).map_err(|e| LoadError(format!("cannot read {}: {e}", file.display())))?;
+    let display = file.display().to_string();
+    let directives = parse_file(&display, &text).map_err(|e| LoadError(e.to_string()))?;
+    let mut rules: Vec<CrsRule> = Vec::new();
+    let mut paranoia = 1u8;
+    let mut version = String::new();
+    let mut pending: Vec<Rule> = Vec::new();
+    for d in &directives {
+        match d.name.as_str() {
+            "SecRule" | "SecAction" => {
+                let (rule, chained) =
+                    rule::compile(d, data_dir).map_err(|e| LoadError(format!("{}: {e}", d.location)))?;
+                if version.is_empty() {
+                    version = ver(d);
+                }
+                pending.push(rule);
+                if chained {
+                    continue;
+                }
+                let Some(rule) = link(std::mem::take(&mut pending)) else { continue };
+                if let Some(level) = paranoia_gate(&rule) {
+                    paranoia = level;
+                    continue;
+                }
+                if let Some(marker) = &rule.skip_after {
+                    return Err(LoadError(format!(
+                        "{}: `skipAfter:{marker}` outside a paranoia-level gate is not supported",
+                        rule.location
+                    )));
+                }
+                let signature = rule.id.is_some() && !rule.nolog;
+                rules.push(CrsRule { rule, paranoia, signature });
+            }
+            "SecMarker" | "SecComponentSignature" => {}
+            other => {
+                return Err(LoadError(format!("{}: directive `{other}` is not supported in a rule file", d.location)));
+            }
+        }
+    }
+    if !pending.is_empty() {
+        return Err(LoadError(format!("{display}: the file ends inside a chain")));
+    }
+    rules.sort_by_key(|r| r.rule.phase);
+    Ok((Family { name, file: file.to_path_buf(), rules }, version))
+}
+
+/// Folds a chain's links into the first rule.
+fn link(mut links: Vec<Rule>) -> Option<Rule> {
+    let mut next: Option<Box<Rule>> = None;
+    while let Some(mut r) = links.pop() {
+        r.chain = next.take();
+        next = Some(Box::new(r));
+    }
+    next.map(|b| *b)
+}
+
+/// `SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt N" "...,skipAfter:END-..."` → `Some(N)`.
+fn paranoia_gate(rule: &Rule) -> Option<u8> {
+    let [target] = rule.targets.as_slice() else { return None };
+    let is_level = matches!(&target.selector, Some(Selector::Name(n))
+        if n.eq_ignore_ascii_case("EXECUTING_PARANOIA_LEVEL") || n.eq_ignore_ascii_case("DETECTION_PARANOIA_LEVEL"));
+    if target.var != Var::Tx || !is_level || rule.skip_after.is_none() || rule.chain.is_some() {
+        return None;
+    }
+    match &rule.operator {
+        crate::operator::Operator::Lt(t) => t.literal()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn ver(d: &Directive) -> String {
+    let actions = d.args.last().map(String::as_str).unwrap_or_default();
+    parse_actions(actions)
+        .ok()
+        .and_then(|a| a.into_iter().find(|a| a.name == "ver"))
+        .and_then(|a| a.value)
+        .map(|v| v.trim_start_matches("OWASP_CRS/").to_owned())
+        .unwrap_or_default()
+}
+
+/// The `TX` defaults REQUEST-901 sets when crs-setup.conf did not:
+/// `SecRule &TX:name "@eq 0" "...,setvar:'tx.name=value'"`.
+fn tx_defaults(file: &Path) -> Result<Vec<(String, Vec<u8>)>, LoadError> {
+    let text = std::fs::read_to_string(file).map_err(|e| LoadError(format!("cannot read {}: {e}", file.display())))?;
+    let directives = parse_file(&file.display().to_string(), &text).map_err(|e| LoadError(e.to_string()))?;
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for d in directives {
+        let [vars, op, actions] = d.args.as_slice() else { continue };
+        if d.name != "SecRule" || !vars.starts_with("&TX:") || op != "@eq 0" {
+            continue;
+        }
+        let Ok(actions) = parse_actions(actions) else { continue };
+        for a in actions.into_iter().filter(|a| a.name == "setvar") {
+            let Some((name, value)) = a.value.as_deref().and_then(|v| v.split_once('=')) else { continue };
+            let Some(key) = name.strip_prefix("tx.") else { continue };
+            if !value.contains("%{") && !out.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
+                out.push((key.to_owned(), value.as_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}

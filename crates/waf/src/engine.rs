@@ -1,0 +1,374 @@
+//! Running rules over one request: targets → values, transformations, the operator, captures,
+//! chains and `setvar`, with the transaction collection (`TX`) they share.
+//!
+//! Per-signature semantics (Cloud Armor, spec/armor.md §4.2): a rule either matches or not; the
+//! CRS's anomaly scoring and blocking rules play no part. A chain matches when every link does;
+//! each link's `setvar`s run as soon as that link matches.
+
+use std::borrow::Cow;
+
+use crate::expand::Lookup;
+use crate::operator::Outcome;
+use crate::request::{Collections, Entry, WafRequest};
+use crate::rule::{Rule, SetOp, Target, Var};
+use crate::transform::Transform;
+
+/// The state of one request being inspected.
+#[derive(Debug)]
+pub struct Transaction<'r> {
+    data: Data<'r>,
+    state: State,
+}
+
+/// What the request says: read-only once parsed.
+#[derive(Debug)]
+struct Data<'r> {
+    request: &'r WafRequest,
+    collections: Collections,
+}
+
+/// What rules change while they run.
+#[derive(Debug, Default)]
+struct State {
+    /// `TX`: keys compared ASCII case-insensitively, insertion order kept.
+    tx: Vec<(String, Vec<u8>)>,
+    matched_var: Option<(String, Vec<u8>)>,
+    matched_vars: Vec<(String, Vec<u8>)>,
+    /// Operator failures (backtracking budget) while inspecting this request.
+    errors: u32,
+    /// Per-request cache of transformed values: (target value identity, transformation chain).
+    cache: Vec<(CacheKey, Vec<u8>)>,
+}
+
+/// (variable, entry index, transformation chain).
+type CacheKey = (usize, usize, Vec<Transform>);
+
+/// Both halves, for macro expansion.
+struct View<'a, 'r> {
+    data: &'a Data<'r>,
+    state: &'a State,
+}
+
+/// Which field a value came from, for exclusions and the transformation cache.
+#[derive(Debug, Clone)]
+struct Value<'a> {
+    name: Cow<'a, str>,
+    bytes: Cow<'a, [u8]>,
+    /// (variable, entry index) for values read from the request (cacheable); `None` for TX and
+    /// matched-variable values, which change during the request.
+    identity: Option<(usize, usize)>,
+}
+
+impl<'r> Transaction<'r> {
+    pub fn new(request: &'r WafRequest, tx_defaults: &[(String, Vec<u8>)]) -> Transaction<'r> {
+        Transaction {
+            data: Data { request, collections: Collections::parse(request) },
+            state: State { tx: tx_defaults.to_vec(), ..State::default() },
+        }
+    }
+
+    /// Back to the `TX` a fresh transaction starts with (before evaluating another set); the
+    /// parsed request and the transformation cache stay.
+    pub fn reset_tx(&mut self, tx_defaults: &[(String, Vec<u8>)]) {
+        self.state.tx.clear();
+        self.state.tx.extend_from_slice(tx_defaults);
+        self.state.matched_var = None;
+        self.state.matched_vars.clear();
+    }
+
+    pub fn collections(&self) -> &Collections {
+        &self.data.collections
+    }
+
+    /// Operator failures (backtracking budget exhausted) so far.
+    pub fn errors(&self) -> u32 {
+        self.state.errors
+    }
+
+    /// Evaluates a rule (and its chain). Returns whether it matched; `setvar`s run on a match.
+    pub fn evaluate(&mut self, rule: &Rule, exclude: &dyn Fn(Var, &str) -> bool) -> bool {
+        self.state.matched_vars.clear();
+        let mut link = Some(rule);
+        while let Some(r) = link {
+            if !evaluate_link(&self.data, &mut self.state, r, exclude) {
+                return false;
+            }
+            // As ModSecurity: a link's `setvar`s run when that link matches, before the next
+            // link reads them (931130 sets `tx.rfi_parameter_*` for its second link).
+            self.state.run_setvars(&self.data, r);
+            link = r.chain.as_deref();
+        }
+        true
+    }
+}
+
+fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn Fn(Var, &str) -> bool) -> bool {
+    let values = data.values(state, &rule.targets, exclude);
+    let mut matched = false;
+    let mut new_matches = Vec::new();
+    for value in values {
+        let hit = if rule.multi_match {
+            let mut hit = state.check(data, rule, &value.bytes);
+            let mut current = value.bytes.to_vec();
+            for t in &rule.transforms {
+                if hit.is_some() {
+                    break;
+                }
+                if let Some(next) = t.apply(&current) {
+                    current = next;
+                    hit = state.check(data, rule, &current);
+                }
+            }
+            hit
+        } else {
+            let transformed = state.transformed(&value, &rule.transforms);
+            state.check(data, rule, &transformed)
+        };
+        if let Some(captures) = hit {
+            matched = true;
+            if rule.capture && !captures.is_empty() {
+                state.set_captures(captures);
+            }
+            new_matches.push((value.name.into_owned(), value.bytes.into_owned()));
+        }
+    }
+    if matched {
+        state.matched_var = new_matches.last().cloned();
+        state.matched_vars = new_matches;
+    }
+    matched
+}
+
+impl State {
+    /// Runs the operator; `Some(captures)` on a match (negation applied).
+    fn check(&mut self, data: &Data<'_>, rule: &Rule, input: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let outcome = rule.operator.run(input, rule.capture, &View { data, state: self });
+        match (outcome, rule.negated) {
+            (Outcome::Yes(c), false) => Some(c),
+            (Outcome::No, true) => Some(Vec::new()),
+            (Outcome::Error, _) => {
+                self.errors += 1;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn transformed<'v>(&mut self, value: &'v Value<'_>, transforms: &[Transform]) -> Cow<'v, [u8]> {
+        if transforms.is_empty() {
+            return Cow::Borrowed(value.bytes.as_ref());
+        }
+        let Some((var, index)) = value.identity else {
+            return Cow::Owned(apply_all(&value.bytes, transforms));
+        };
+        if let Some((_, out)) =
+            self.cache.iter().find(|((v, i, ts), _)| *v == var && *i == index && ts.as_slice() == transforms)
+        {
+            return Cow::Owned(out.clone());
+        }
+        let out = apply_all(&value.bytes, transforms);
+        self.cache.push(((var, index, transforms.to_vec()), out.clone()));
+        Cow::Owned(out)
+    }
+
+    fn set_captures(&mut self, captures: Vec<Vec<u8>>) {
+        for (i, c) in captures.into_iter().enumerate() {
+            self.set_tx(&i.to_string(), c);
+        }
+    }
+
+    fn set_tx(&mut self, key: &str, value: Vec<u8>) {
+        match self.tx.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+            Some((_, v)) => *v = value,
+            None => self.tx.push((key.to_owned(), value)),
+        }
+    }
+
+    fn tx_value(&self, key: &str) -> Option<&[u8]> {
+        self.tx.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_slice())
+    }
+
+    fn run_setvars(&mut self, data: &Data<'_>, rule: &Rule) {
+        for sv in &rule.setvars {
+            let view = View { data, state: self };
+            let key = String::from_utf8_lossy(&sv.name.expand(&view)).into_owned();
+            let (value, delta) = match &sv.op {
+                SetOp::Delete => (None, None),
+                SetOp::Set(v) => (Some(v.expand(&view).into_owned()), None),
+                SetOp::Add(n) => (None, Some(parse_i64(&n.expand(&view)))),
+                SetOp::Sub(n) => (None, Some(parse_i64(&n.expand(&view)).saturating_neg())),
+            };
+            match (value, delta) {
+                (Some(v), _) => self.set_tx(&key, v),
+                (None, Some(d)) => {
+                    let current = self.tx_value(&key).map(parse_i64).unwrap_or(0);
+                    self.set_tx(&key, current.saturating_add(d).to_string().into_bytes());
+                }
+                (None, None) => self.tx.retain(|(k, _)| !k.eq_ignore_ascii_case(&key)),
+            }
+        }
+    }
+}
+
+impl<'r> Data<'r> {
+    /// The values of a rule's targets, in target order, exclusions applied. Request values are
+    /// borrowed; `TX` and matched-variable values are copied (they change as rules run).
+    fn values<'a>(&'a self, state: &State, targets: &[Target], exclude: &dyn Fn(Var, &str) -> bool) -> Vec<Value<'a>> {
+        let mut out = Vec::new();
+        for target in targets {
+            let before = out.len();
+            self.target_values(state, target, &mut out);
+            // Exclusions: the rule's own `!VAR:key`, then the policy's (Cloud Armor field
+            // exclusions, passed in by the caller).
+            let mut i = before;
+            while i < out.len() {
+                let keep = out.get(i).is_some_and(|v: &Value<'_>| {
+                    let key = v.name.split_once(':').map_or("", |(_, k)| k);
+                    !target.excluded.iter().any(|s| s.matches(key)) && !exclude(target.var, key)
+                });
+                if keep {
+                    i += 1;
+                } else {
+                    out.remove(i);
+                }
+            }
+            if target.count {
+                let n = out.len() - before;
+                out.truncate(before);
+                out.push(Value {
+                    name: Cow::Owned(format!("&{}", target.var.name())),
+                    bytes: Cow::Owned(n.to_string().into_bytes()),
+                    identity: None,
+                });
+            }
+        }
+        out
+    }
+
+    fn target_values<'a>(&'a self, state: &State, target: &Target, out: &mut Vec<Value<'a>>) {
+        let c = &self.collections;
+        let var = target.var;
+        let tag = var as usize;
+        let keyed = |entries: &'a [Entry], names: bool, out: &mut Vec<Value<'a>>, tag: usize| {
+            for (i, e) in entries.iter().enumerate() {
+                if target.selector.as_ref().is_none_or(|s| s.matches(&e.name)) {
+                    out.push(Value {
+                        name: Cow::Owned(format!("{}:{}", var.name(), e.name)),
+                        bytes: if names { Cow::Borrowed(e.name.as_bytes()) } else { Cow::Borrowed(&e.value) },
+                        identity: Some((tag, i)),
+                    });
+                }
+            }
+        };
+        let single = |bytes: Cow<'a, [u8]>, out: &mut Vec<Value<'a>>| {
+            out.push(Value { name: Cow::Borrowed(var.name()), bytes, identity: Some((tag, 0)) });
+        };
+        match var {
+            Var::Args => {
+                keyed(&c.args_get, false, out, Var::ArgsGet as usize);
+                keyed(&c.args_post, false, out, Var::ArgsPost as usize);
+            }
+            Var::ArgsNames => {
+                keyed(&c.args_get, true, out, Var::ArgsGetNames as usize);
+                keyed(&c.args_post, true, out, Var::ArgsPostNames as usize);
+            }
+            Var::ArgsGet => keyed(&c.args_get, false, out, tag),
+            Var::ArgsGetNames => keyed(&c.args_get, true, out, tag),
+            Var::ArgsPost => keyed(&c.args_post, false, out, tag),
+            Var::ArgsPostNames => keyed(&c.args_post, true, out, tag),
+            Var::RequestCookies => keyed(&c.cookies, false, out, tag),
+            Var::RequestCookiesNames => keyed(&c.cookies, true, out, tag),
+            Var::RequestHeaders => keyed(&c.headers, false, out, tag),
+            Var::RequestHeadersNames => keyed(&c.headers, true, out, tag),
+            Var::RequestFilename => single(Cow::Borrowed(&c.request_filename), out),
+            Var::RequestBasename => single(Cow::Borrowed(&c.request_basename), out),
+            Var::RequestUri | Var::RequestUriRaw => single(Cow::Borrowed(self.request.uri.as_bytes()), out),
+            Var::RequestLine => single(Cow::Borrowed(&c.request_line), out),
+            Var::RequestMethod => single(Cow::Borrowed(self.request.method.as_bytes()), out),
+            Var::RequestProtocol => single(Cow::Borrowed(self.request.protocol.as_bytes()), out),
+            Var::QueryString => single(Cow::Borrowed(&c.query_string), out),
+            Var::RequestBody => {
+                if !self.request.body.is_empty() {
+                    single(Cow::Borrowed(&self.request.body), out);
+                }
+            }
+            Var::ReqbodyProcessor => single(Cow::Borrowed(c.reqbody_processor.as_bytes()), out),
+            // Not parsed (see request.rs): no values.
+            Var::Xml | Var::Files | Var::FilesNames => {}
+            Var::UniqueId | Var::Duration => single(Cow::Borrowed(b"0"), out),
+            Var::MatchedVar => {
+                if let Some((name, value)) = &state.matched_var {
+                    out.push(Value {
+                        name: Cow::Owned(name.clone()),
+                        bytes: Cow::Owned(value.clone()),
+                        identity: None,
+                    });
+                }
+            }
+            Var::MatchedVarName => {
+                if let Some((name, _)) = &state.matched_var {
+                    out.push(Value {
+                        name: Cow::Borrowed("MATCHED_VAR_NAME"),
+                        bytes: Cow::Owned(name.clone().into_bytes()),
+                        identity: None,
+                    });
+                }
+            }
+            Var::MatchedVars | Var::MatchedVarsNames => {
+                for (name, value) in &state.matched_vars {
+                    let bytes = if var == Var::MatchedVars { value.clone() } else { name.clone().into_bytes() };
+                    out.push(Value {
+                        name: Cow::Owned(format!("{}:{name}", var.name())),
+                        bytes: Cow::Owned(bytes),
+                        identity: None,
+                    });
+                }
+            }
+            Var::Tx => {
+                for (k, v) in &state.tx {
+                    if target.selector.as_ref().is_none_or(|s| s.matches(k)) {
+                        out.push(Value {
+                            name: Cow::Owned(format!("TX:{k}")),
+                            bytes: Cow::Owned(v.clone()),
+                            identity: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Lookup for View<'_, '_> {
+    fn lookup(&self, collection: &str, key: Option<&str>) -> Option<Cow<'_, [u8]>> {
+        let state = self.state;
+        match (collection, key) {
+            ("TX", Some(k)) => state.tx_value(k).map(Cow::Borrowed),
+            ("MATCHED_VAR", None) => state.matched_var.as_ref().map(|(_, v)| Cow::Borrowed(v.as_slice())),
+            ("MATCHED_VAR_NAME", None) => state.matched_var.as_ref().map(|(n, _)| Cow::Borrowed(n.as_bytes())),
+            ("REQUEST_HEADERS", Some(k)) => self
+                .data
+                .collections
+                .headers
+                .iter()
+                .find(|e| e.name.eq_ignore_ascii_case(k))
+                .map(|e| Cow::Borrowed(e.value.as_slice())),
+            ("REQUEST_METHOD", None) => Some(Cow::Borrowed(self.data.request.method.as_bytes())),
+            _ => None,
+        }
+    }
+}
+
+fn apply_all(input: &[u8], transforms: &[Transform]) -> Vec<u8> {
+    let mut current = input.to_vec();
+    for t in transforms {
+        if let Some(next) = t.apply(&current) {
+            current = next;
+        }
+    }
+    current
+}
+
+fn parse_i64(bytes: &[u8]) -> i64 {
+    std::str::from_utf8(bytes).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
