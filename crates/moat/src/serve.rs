@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::exit::Exit;
-use crate::up::{Mode, run_mode};
+use crate::up::{Mode, RunOptions, run_mode};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,8 +17,13 @@ pub struct Args {
     /// every replica that names it; overrides moat.yaml's `rate_limit_state.redis`.
     #[arg(long, value_name = "URL")]
     pub rate_state: Option<String>,
+    /// Where the OWASP CRS rule files are, for security policies with preconfigured WAF rules
+    /// (`evaluatePreconfiguredWaf`): the package root or its `rules/` directory.
+    #[arg(long, value_name = "DIR", default_value = moat_waf::DEFAULT_CRS_DIR)]
+    pub crs_dir: PathBuf,
 }
 
 pub fn run(args: Args) -> Exit {
-    run_mode(&args.project, args.state.as_deref(), Mode::Serve, false, args.rate_state)
+    let options = RunOptions { isolate: false, rate_state: args.rate_state, crs_dir: args.crs_dir };
+    run_mode(&args.project, args.state.as_deref(), Mode::Serve, options)
 }

@@ -36,6 +36,18 @@ pub struct Args {
     /// every replica that names it; overrides moat.yaml's `rate_limit_state.redis`.
     #[arg(long, value_name = "URL")]
     pub rate_state: Option<String>,
+    /// Where the OWASP CRS rule files are, for security policies with preconfigured WAF rules
+    /// (`evaluatePreconfiguredWaf`): the package root or its `rules/` directory.
+    #[arg(long, value_name = "DIR", default_value = moat_waf::DEFAULT_CRS_DIR)]
+    pub crs_dir: PathBuf,
+}
+
+/// What `moat up` and `moat serve` share beyond the project and state directories.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub isolate: bool,
+    pub rate_state: Option<String>,
+    pub crs_dir: PathBuf,
 }
 
 /// Why `moat up` or `moat serve` cannot run. Every variant exits with status 2.
@@ -72,10 +84,11 @@ impl Mode {
 }
 
 pub fn run(args: Args) -> Exit {
-    run_mode(&args.project, args.state.as_deref(), Mode::Up, args.isolate, args.rate_state)
+    let options = RunOptions { isolate: args.isolate, rate_state: args.rate_state, crs_dir: args.crs_dir };
+    run_mode(&args.project, args.state.as_deref(), Mode::Up, options)
 }
 
-pub fn run_mode(project: &Path, state: Option<&Path>, mode: Mode, isolate: bool, rate_state: Option<String>) -> Exit {
+pub fn run_mode(project: &Path, state: Option<&Path>, mode: Mode, options: RunOptions) -> Exit {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,moat_server=info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -83,19 +96,14 @@ pub fn run_mode(project: &Path, state: Option<&Path>, mode: Mode, isolate: bool,
         Ok(r) => r,
         Err(e) => return report(RunError::Start(format!("cannot start the async runtime: {e}"))),
     };
-    match runtime.block_on(serve(project, state, mode, isolate, rate_state)) {
+    match runtime.block_on(serve(project, state, mode, options)) {
         Ok(()) => Exit::Clean,
         Err(e) => report(e),
     }
 }
 
-async fn serve(
-    dir: &Path,
-    state: Option<&Path>,
-    mode: Mode,
-    isolate: bool,
-    rate_state: Option<String>,
-) -> Result<(), miette::Report> {
+async fn serve(dir: &Path, state: Option<&Path>, mode: Mode, options: RunOptions) -> Result<(), miette::Report> {
+    let RunOptions { isolate, rate_state, crs_dir } = options;
     // Not a silent fallback: asked for isolation, moat runs isolated or not at all.
     if isolate {
         NetNs::available().map_err(|why| RunError::Isolate { why })?;
@@ -131,6 +139,7 @@ async fn serve(
         secrets,
         options: Options { isolate, ..Options::default() },
         rate_state,
+        crs_dir,
     };
     let project = Arc::clone(&config.project);
     let runtime = Runtime::start(config).await.map_err(|e| RunError::Start(e.to_string()))?;

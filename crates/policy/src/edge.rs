@@ -31,6 +31,8 @@ enum Fact {
     Path,
     SourceIp,
     Headers,
+    /// The whole request, body included, run through the CRS: explain never has it.
+    WafInspection,
 }
 
 impl Fact {
@@ -40,6 +42,9 @@ impl Fact {
             Self::Path => "request.path/request.query (--path)",
             Self::SourceIp => "origin.ip (--source-ip)",
             Self::Headers => "request.headers (--header)",
+            Self::WafInspection => {
+                "the request body and the CRS signatures (`moat waf test` runs one request through a set)"
+            }
         }
     }
 }
@@ -69,6 +74,7 @@ impl EdgeFacts {
             Fact::Path => self.target.is_some(),
             Fact::SourceIp => self.source_ip.is_some(),
             Fact::Headers => self.headers.is_some(),
+            Fact::WafInspection => false,
         }
     }
 
@@ -79,6 +85,9 @@ impl EdgeFacts {
             Match::SrcIps { all: true, .. } => {}
             Match::SrcIps { all: false, .. } => needs.push(Fact::SourceIp),
             Match::Expr(e) => {
+                if e.compiled.uses_waf() {
+                    needs.push(Fact::WafInspection);
+                }
                 for a in e.compiled.attributes() {
                     match a {
                         Attribute::RequestMethod => needs.push(Fact::Method),

@@ -236,8 +236,17 @@ pub enum RateCheck {
 
 /// The edge stage: the security policy of the load balancer the request entered through.
 /// `None` when there is nothing to evaluate (not a load balancer, or one without a policy).
-pub fn edge<'p>(project: &'p Project, entry: ResolvedEntry<'_>, request: &EdgeRequest) -> Option<EdgeVerdict<'p>> {
-    Some(project.security_policy(entry.lb?)?.evaluate(request))
+pub fn edge<'p>(
+    project: &'p Project,
+    entry: ResolvedEntry<'_>,
+    request: &EdgeRequest,
+    waf: Option<&dyn crate::armor::WafEvaluator>,
+) -> Option<EdgeVerdict<'p>> {
+    let policy = project.security_policy(entry.lb?)?;
+    Some(match waf {
+        Some(waf) => policy.evaluate_with_waf(request, waf),
+        None => policy.evaluate(request),
+    })
 }
 
 /// What the pipeline does with an edge verdict: go on, with the reasons and the headers the

@@ -66,6 +66,15 @@ impl Facts {
     }
 
     fn eval_with(&self, engine: &CelEngine, expr: &str) -> Result<bool, EvalError> {
+        self.eval_waf(engine, expr, None)
+    }
+
+    fn eval_waf(
+        &self,
+        engine: &CelEngine,
+        expr: &str,
+        waf: Option<&dyn moat_policy::armor::WafEvaluator>,
+    ) -> Result<bool, EvalError> {
         let compiled =
             engine.compile(expr, &Limits::CLOUD_ARMOR).unwrap_or_else(|e| panic!("`{expr}` does not compile: {e:?}"));
         let headers: Headers = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
@@ -84,6 +93,7 @@ impl Facts {
             tls_ja3_fingerprint: None,
             tls_ja4_fingerprint: self.ja4.as_deref(),
             tokens: &self.tokens,
+            waf,
         };
         compiled.eval(&a)
     }
@@ -268,16 +278,14 @@ fn limits() {
 #[test]
 fn service_side_functions_fail_closed() {
     for (expr, want) in [
-        ("evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 1})", "not supported yet"),
-        ("evaluatePreconfiguredExpr('xss-v33-stable', ['owasp-crs-v030301-id941380-xss'])", "not supported yet"),
-        ("evaluatePreconfiguredWaf('sqli-v33-stable') && request.path.startsWith('/api')", "not supported yet"),
         ("evaluateThreatIntelligence('iplist-tor-exit-nodes')", "data moat does not have"),
+        ("evaluateAddressGroup('corp', origin.ip)", "data moat does not have"),
     ] {
         let e = compile_err(expr);
         assert_eq!(e.kind, ExprErrorKind::Unsupported, "{expr}");
         assert!(e.message.contains(want), "{expr}: {}", e.message);
     }
-    // Before refusing, the WAF call itself is validated.
+    // WAF calls are validated at load.
     for (expr, want) in [
         ("evaluatePreconfiguredWaf('sqli-v99-stable', {'sensitivity': 1})", "not a preconfigured WAF rule set"),
         ("evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 5})", "out of range"),
@@ -363,4 +371,53 @@ proptest! {
     fn compiling_never_panics(text in "\\PC{0,80}") {
         let _ = CelEngine::new().unwrap().compile(&text, &Limits::CLOUD_ARMOR);
     }
+}
+
+/// Answers WAF calls from a fixed list of matching sets, and remembers what it was asked.
+#[derive(Debug, Default)]
+struct FakeWaf {
+    matching: Vec<&'static str>,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl moat_policy::armor::WafEvaluator for FakeWaf {
+    fn evaluate(&self, call: &moat_policy::armor::WafCall) -> Result<bool, String> {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.push(format!("{} s{} out{:?} in{:?}", call.set, call.sensitivity, call.opt_out, call.opt_in));
+        }
+        if call.family == "java" {
+            return Err("no rule file".to_owned());
+        }
+        Ok(self.matching.contains(&call.family))
+    }
+}
+
+#[test]
+fn waf_calls_are_asked_of_the_request_waf() {
+    let waf = FakeWaf { matching: vec!["sqli"], ..FakeWaf::default() };
+    let facts = Facts::new();
+    let both = |expr: &str| {
+        let compiled = facts.eval_waf(&CelEngine::new().unwrap(), expr, Some(&waf));
+        let interpreted = facts.eval_waf(&CelEngine::interpreted().unwrap(), expr, Some(&waf));
+        assert_eq!(compiled.is_ok(), interpreted.is_ok(), "{expr}: {compiled:?} vs {interpreted:?}");
+        compiled
+    };
+    assert_eq!(both("evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 1})"), Ok(true));
+    assert_eq!(both("evaluatePreconfiguredWaf('xss-v33-stable')"), Ok(false));
+    assert_eq!(
+        both(
+            "!evaluatePreconfiguredWaf('xss-v33-stable') && evaluatePreconfiguredExpr('sqli-stable', ['owasp-crs-v030001-id942110-sqli'])"
+        ),
+        Ok(true)
+    );
+    let asked = waf.asked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(asked.contains(&"sqli-v33-stable s1 out[] in[]".to_owned()), "{asked:?}");
+    // No sensitivity: Cloud Armor's default, 4. The legacy list is an opt-out list.
+    assert!(asked.contains(&"xss-v33-stable s4 out[] in[]".to_owned()), "{asked:?}");
+    assert!(asked.contains(&"sqli-stable s4 out[942110] in[]".to_owned()), "{asked:?}");
+    // A failing WAF call is an evaluation error (the rule does not match), in both engines.
+    assert!(both("evaluatePreconfiguredWaf('java-v33-stable')").is_err());
+    // Without a WAF (explain has no body), the call cannot be answered: an error, never `false`.
+    let e = facts.eval("evaluatePreconfiguredWaf('sqli-v33-stable')");
+    assert!(e.is_err(), "{e:?}");
 }

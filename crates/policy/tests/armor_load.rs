@@ -75,14 +75,17 @@ fn a_json_syntax_error_is_a_load_error() {
 }
 
 #[test]
-fn preconfigured_waf_fails_closed_at_load() {
+fn preconfigured_waf_rules_load_and_bad_ones_do_not() {
     let waf = GOOD.replace(
         r#"{ "versionedExpr": "SRC_IPS_V1", "config": { "srcIpRanges": ["192.0.2.0/24"] } }"#,
-        r#"{ "expr": { "expression": "evaluatePreconfiguredWaf('sqli-v33-stable')" } }"#,
+        r#"{ "expr": { "expression": "evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 2})" } }"#,
     );
-    let got = errors(MOAT, &[("armor/edge-policy.json", &waf)]);
+    let p = load(MOAT, &[("armor/edge-policy.json", &waf)]).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(p.armor_policies.contains_key("edge-policy"));
+    let bad = waf.replace("'sensitivity': 2", "'sensitivity': 7");
+    let got = errors(MOAT, &[("armor/edge-policy.json", &bad)]);
     assert!(got.starts_with("armor/edge-policy.json:"), "{got}");
-    assert!(got.contains("fail closed"), "{got}");
+    assert!(got.contains("out of range"), "{got}");
 }
 
 #[test]

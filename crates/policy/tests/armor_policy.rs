@@ -417,15 +417,32 @@ fn malformed_and_expensive_expressions_are_rejected_at_load() {
     assert!(e[0].message.contains("invalid RE2 pattern"), "{}", e[0]);
 }
 
+/// A WAF that matches the sets it is told to.
+#[derive(Debug)]
+struct SetsMatch(&'static [&'static str]);
+
+impl moat_policy::armor::WafEvaluator for SetsMatch {
+    fn evaluate(&self, call: &moat_policy::armor::WafCall) -> Result<bool, String> {
+        Ok(self.0.contains(&call.family))
+    }
+}
+
 #[test]
-fn waf_rules_fail_closed() {
+fn waf_rules_decide_through_the_request_waf() {
     let waf = rule(2000, "deny(403)", "evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 1})");
-    let e = errors(&[&waf, DEFAULT_ALLOW]);
-    assert_eq!(e.len(), 1);
-    assert!(e[0].message.contains("not supported yet") && e[0].message.contains("fail closed"), "{}", e[0]);
-    // Even in preview: a policy is never loaded with rules silently skipped.
-    let e = errors(&[&waf.replace("\"deny(403)\",", "\"deny(403)\", \"preview\": true,"), DEFAULT_ALLOW]);
-    assert!(e[0].message.contains("not supported yet"), "{}", e[0]);
+    let p = policy(&[&waf, DEFAULT_ALLOW]);
+    let v = p.evaluate_with_waf(&req("/", "8.8.8.8"), &SetsMatch(&["sqli"]));
+    assert_eq!((v.priority(), v.outcome.status()), (2000, Some(403)));
+    let v = p.evaluate_with_waf(&req("/", "8.8.8.8"), &SetsMatch(&["xss"]));
+    assert_eq!(v.outcome.status(), None);
+    // In preview: recorded as a would-be outcome, evaluation goes on.
+    let preview = policy(&[&waf.replace("\"deny(403)\",", "\"deny(403)\", \"preview\": true,"), DEFAULT_ALLOW]);
+    let v = preview.evaluate_with_waf(&req("/", "8.8.8.8"), &SetsMatch(&["sqli"]));
+    assert_eq!((v.outcome.status(), v.previews.len()), (None, 1));
+    // Without a WAF the call is an evaluation error, reported, never a silent `false`.
+    let v = p.evaluate(&req("/", "8.8.8.8"));
+    assert_eq!(v.errors.len(), 1, "{:?}", v.reasons);
+    assert!(v.errors[0].message.contains("needs the request body"), "{}", v.errors[0].message);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use super::expr::{Activation, EvalError};
 use super::policy::{Action, DEFAULT_RULE_PRIORITY, HeaderToAdd, Match, Redirect, Rule, SecurityPolicy};
 use super::rate_limit::{Ban, RateLimit};
 use super::request::EdgeRequest;
+use super::waf::WafEvaluator;
 use crate::decision::{Decision, Layer, Reason};
 
 /// Stable reason codes.
@@ -117,13 +118,28 @@ impl EdgeVerdict<'_> {
 impl SecurityPolicy {
     /// Evaluates the policy for one request.
     pub fn evaluate(&self, request: &EdgeRequest) -> EdgeVerdict<'_> {
-        self.evaluate_where(request, |_| true)
+        self.evaluate_inner(request, None, |_| true)
+    }
+
+    /// Evaluates the policy for one request, with the preconfigured WAF for that request (the
+    /// front door's; it reads the body prefix and the CRS rules).
+    pub fn evaluate_with_waf(&self, request: &EdgeRequest, waf: &dyn WafEvaluator) -> EdgeVerdict<'_> {
+        self.evaluate_inner(request, Some(waf), |_| true)
     }
 
     /// Evaluates the policy with only the rules `include` accepts; the others are passed over
     /// as if they did not match. `explain` uses it to set aside the rules that need facts its
     /// query does not give; the front door includes every rule.
     pub fn evaluate_where(&self, request: &EdgeRequest, include: impl Fn(&Rule) -> bool) -> EdgeVerdict<'_> {
+        self.evaluate_inner(request, None, include)
+    }
+
+    fn evaluate_inner(
+        &self,
+        request: &EdgeRequest,
+        waf: Option<&dyn WafEvaluator>,
+        include: impl Fn(&Rule) -> bool,
+    ) -> EdgeVerdict<'_> {
         let ip_text = if self.reads_ip { request.remote_ip.to_string() } else { String::new() };
         let user_ip = self.user_ip(request);
         let user_ip_text = user_ip.map(|ip| ip.to_string());
@@ -142,6 +158,7 @@ impl SecurityPolicy {
             tls_ja3_fingerprint: request.tls_ja3_fingerprint.as_deref(),
             tls_ja4_fingerprint: request.tls_ja4_fingerprint.as_deref(),
             tokens: &request.tokens,
+            waf,
         };
         let by_address = self.src_ips.lookup(request.remote_ip);
         let mut previews = Vec::new();

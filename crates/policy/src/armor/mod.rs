@@ -21,7 +21,7 @@ mod rate_limit;
 mod raw;
 pub mod request;
 mod srcip;
-pub(crate) mod waf;
+pub mod waf;
 
 pub use error::ArmorError;
 pub use eval::{EdgeOutcome, EdgeVerdict, PreviewMatch, RECAPTCHA_REFUSAL_STATUS, RuleError, codes};
@@ -32,3 +32,4 @@ pub use policy::{
 };
 pub use rate_limit::{Ban, ExceedAction, INTERVALS_SEC, KeyPart, MAX_KEY_BYTES, MAX_KEY_CONFIGS, RateLimit, Threshold};
 pub use request::{EdgeRequest, Headers, RecaptchaTokens};
+pub use waf::{WafCall, WafEvaluator};

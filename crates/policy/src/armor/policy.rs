@@ -51,7 +51,19 @@ pub struct SecurityPolicy {
     /// Whether any expression reads `origin.ip` / `origin.user_ip` (so the evaluator formats
     /// the address only when it is needed).
     pub(crate) reads_ip: bool,
+    /// Whether any rule calls `evaluatePreconfiguredWaf` / `evaluatePreconfiguredExpr`: the
+    /// front door then reads the body prefix and needs the CRS rules.
+    pub uses_waf: bool,
+    /// `advancedOptionsConfig.requestBodyInspectionSize`: how much of a body the preconfigured
+    /// WAF rules inspect (8 KB unless set; 16, 32, 48 or 64 KB).
+    pub body_inspection_bytes: usize,
+    /// `advancedOptionsConfig.jsonParsing` is `STANDARD` (or `STANDARD_WITH_GRAPHQL`): JSON bodies
+    /// are inspected as values, not as one string.
+    pub json_parsing: bool,
 }
+
+/// Cloud Armor's default body inspection size for preconfigured WAF rules.
+pub const DEFAULT_BODY_INSPECTION_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -185,10 +197,45 @@ impl SecurityPolicy {
             ctx.errors.sort_by_key(|e| (e.line, e.column));
             return Err(ctx.errors);
         }
+        let advanced = raw.advanced_options_config.unwrap_or_default();
+        let body_inspection_bytes = match advanced.request_body_inspection_size.as_deref() {
+            None => DEFAULT_BODY_INSPECTION_BYTES,
+            Some(size) => match size.to_ascii_uppercase().as_str() {
+                "8KB" => 8 * 1024,
+                "16KB" => 16 * 1024,
+                "32KB" => 32 * 1024,
+                "48KB" => 48 * 1024,
+                "64KB" => 64 * 1024,
+                other => {
+                    ctx.err(
+                        "/advancedOptionsConfig/requestBodyInspectionSize",
+                        format!("request body inspection size `{other}` is not one Cloud Armor offers"),
+                        Some("use 8KB, 16KB, 32KB, 48KB or 64KB"),
+                    );
+                    DEFAULT_BODY_INSPECTION_BYTES
+                }
+            },
+        };
+        let json_parsing = match advanced.json_parsing.as_deref() {
+            None | Some("DISABLED") => false,
+            Some("STANDARD" | "STANDARD_WITH_GRAPHQL") => true,
+            Some(other) => {
+                ctx.err(
+                    "/advancedOptionsConfig/jsonParsing",
+                    format!("JSON parsing `{other}` is not a Cloud Armor setting"),
+                    Some("use DISABLED, STANDARD or STANDARD_WITH_GRAPHQL"),
+                );
+                false
+            }
+        };
+        if !ctx.errors.is_empty() {
+            return Err(ctx.errors);
+        }
         let mut rules: Vec<Rule> = rules.into_iter().map(|(_, r)| r).collect();
         rules.sort_by_key(|r| r.priority);
         let mut src_ips = SrcIpTable::default();
         let mut reads_ip = false;
+        let mut uses_waf = false;
         for (i, rule) in rules.iter().enumerate() {
             match &rule.matcher {
                 Match::SrcIps { all: false, ranges } => {
@@ -198,6 +245,7 @@ impl SecurityPolicy {
                 }
                 Match::SrcIps { all: true, .. } => {}
                 Match::Expr(e) => {
+                    uses_waf |= e.compiled.uses_waf();
                     reads_ip |= e
                         .compiled
                         .attributes()
@@ -211,12 +259,12 @@ impl SecurityPolicy {
             policy_type: policy_type.unwrap_or(PolicyType::CloudArmor),
             file,
             rules,
-            user_ip_request_headers: raw
-                .advanced_options_config
-                .map(|a| a.user_ip_request_headers.iter().map(|h| h.to_ascii_lowercase()).collect())
-                .unwrap_or_default(),
+            user_ip_request_headers: advanced.user_ip_request_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
             src_ips,
             reads_ip,
+            uses_waf,
+            body_inspection_bytes,
+            json_parsing,
         })
     }
 

@@ -20,6 +20,8 @@ pub(crate) struct RawPolicy {
 pub(crate) struct RawAdvancedOptions {
     #[serde(default)]
     pub user_ip_request_headers: Vec<String>,
+    pub request_body_inspection_size: Option<String>,
+    pub json_parsing: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

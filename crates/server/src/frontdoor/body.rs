@@ -79,6 +79,11 @@ impl Overflow {
 /// content-length) is counted.
 #[derive(Debug)]
 pub(super) struct Capped {
+    /// Body bytes read before forwarding (the WAF's inspection prefix), sent first.
+    prefix: std::collections::VecDeque<Bytes>,
+    prefix_trailers: Option<hyper::HeaderMap>,
+    /// The whole body was in the prefix: `inner` is done.
+    prefix_complete: bool,
     inner: Incoming,
     limit: u64,
     /// Bytes still allowed; `None` when the length was declared.
@@ -87,12 +92,29 @@ pub(super) struct Capped {
 }
 
 impl Capped {
-    /// The capped body and, for a body of unknown length, what tells that it overflowed.
-    pub(super) fn new(inner: Incoming, limit: u64) -> (Self, Option<Overflow>) {
-        let declared = hyper::body::Body::size_hint(&inner).exact().is_some_and(|n| n <= limit);
+    /// The capped body and, for a body of unknown length, what tells that it overflowed;
+    /// `prefix` (bytes already read, for the WAF) is sent before the rest of `inner`.
+    pub(super) fn with_prefix(prefix: super::waf::BodyPrefix, inner: Incoming, limit: u64) -> (Self, Option<Overflow>) {
+        let read: u64 = prefix.chunks.iter().map(|c| c.len() as u64).sum();
+        let remaining = hyper::body::Body::size_hint(&inner).exact();
+        let declared = !prefix.complete && remaining.is_some_and(|n| n.saturating_add(read) <= limit)
+            || prefix.complete && read <= limit;
         let overflow = (!declared).then(Overflow::default);
         let left = (!declared).then_some(limit);
-        (Self { inner, limit, left, overflow: overflow.clone() }, overflow)
+        let mut capped = Self {
+            prefix: prefix.chunks.into(),
+            prefix_trailers: prefix.trailers,
+            prefix_complete: prefix.complete,
+            inner,
+            limit,
+            left,
+            overflow: overflow.clone(),
+        };
+        // The prefix counts against the limit like any other bytes.
+        if let Some(left) = capped.left.as_mut() {
+            *left = left.saturating_sub(read);
+        }
+        (capped, overflow)
     }
 }
 
@@ -102,6 +124,12 @@ impl hyper::body::Body for Capped {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        if let Some(chunk) = this.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.prefix_complete {
+            return Poll::Ready(this.prefix_trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
         let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
@@ -123,10 +151,26 @@ impl hyper::body::Body for Capped {
     }
 
     fn is_end_stream(&self) -> bool {
+        if !self.prefix.is_empty() {
+            return false;
+        }
+        if self.prefix_complete {
+            return self.prefix_trailers.is_none();
+        }
         self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let queued: u64 = self.prefix.iter().map(|c| c.len() as u64).sum();
+        if self.prefix_complete {
+            return SizeHint::with_exact(queued);
+        }
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(queued));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(queued));
+        }
+        hint
     }
 }

@@ -155,8 +155,10 @@ pub(super) async fn forward(
     *req.version_mut() = hyper::Version::HTTP_11;
     drop(admitted);
     // Streamed, never buffered: counted as it goes, and cut off past the limit.
-    let (parts, body) = req.into_parts();
-    let (body, overflow) = Capped::new(body, upstream.max_body_bytes);
+    let (mut parts, body) = req.into_parts();
+    // Bytes the WAF read first (see waf.rs) go out ahead of the rest.
+    let prefix = parts.extensions.remove::<super::waf::BodyPrefix>().unwrap_or_default();
+    let (body, overflow) = Capped::with_prefix(prefix, body, upstream.max_body_bytes);
     let req = Request::from_parts(parts, body);
 
     let sent = tokio::time::timeout(upstream.timeout, upstream.conns.send(req)).await;

@@ -21,6 +21,7 @@ mod record;
 mod refusal;
 mod route;
 mod upstream;
+mod waf;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::Uri;
 use moat_crypto::Verifier;
 use moat_policy::{Origin, Project};
@@ -39,6 +40,7 @@ use tokio::task::JoinSet;
 pub use body::Body;
 pub(crate) use record::rfc3339;
 pub use record::{DecisionRecord, DecisionSink, StderrSink};
+pub use waf::load_crs_for;
 
 /// Seconds since the Unix epoch. Injected so tests can move time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -148,6 +150,8 @@ struct Inner {
     limits: Limits,
     /// Counters and bans of rate-limit rules; outlives project reloads.
     rate: Arc<dyn RateState>,
+    /// The CRS rules, loaded when a policy uses preconfigured WAF rules (see `load_crs_for`).
+    crs: ArcSwapOption<moat_waf::Crs>,
     shutdown: watch::Sender<bool>,
     /// Request ids: a random per-process prefix and a counter.
     id_prefix: u64,
@@ -185,6 +189,7 @@ pub struct FrontDoorBuilder {
     sink: Arc<dyn DecisionSink>,
     limits: Limits,
     rate: Arc<dyn RateState>,
+    crs: Option<Arc<moat_waf::Crs>>,
 }
 
 impl std::fmt::Debug for FrontDoorBuilder {
@@ -215,6 +220,13 @@ impl FrontDoorBuilder {
         self
     }
 
+    /// The CRS rules for policies with preconfigured WAF rules. Without them such a policy's
+    /// requests are refused (fail closed); `load_crs_for` loads them when needed.
+    pub fn crs(mut self, crs: Option<Arc<moat_waf::Crs>>) -> Self {
+        self.crs = crs;
+        self
+    }
+
     pub fn build(self) -> FrontDoor {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id().into());
@@ -227,6 +239,7 @@ impl FrontDoorBuilder {
                 sink: self.sink,
                 limits: self.limits,
                 rate: self.rate,
+                crs: ArcSwapOption::new(self.crs),
                 shutdown: watch::Sender::new(false),
                 id_prefix: h.finish(),
                 next_id: AtomicU64::new(0),
@@ -269,7 +282,18 @@ impl FrontDoor {
             sink: Arc::new(StderrSink),
             limits: Limits::default(),
             rate: Arc::new(MemoryRateState::default()),
+            crs: None,
         }
+    }
+
+    /// The CRS rules in use, if loaded.
+    pub fn crs(&self) -> Option<Arc<moat_waf::Crs>> {
+        self.inner.crs.load_full()
+    }
+
+    /// Installs the CRS rules (a reload that brings the first policy with WAF rules).
+    pub fn set_crs(&self, crs: Option<Arc<moat_waf::Crs>>) {
+        self.inner.crs.store(crs);
     }
 
     /// The project snapshot requests are decided against now.

@@ -27,6 +27,7 @@ use super::record::{DecisionRecord, rfc3339};
 use super::refusal::respond;
 use super::route::{Unrouted, normalise_host};
 use super::upstream::Conns;
+use super::waf;
 
 /// A network-layer refusal: the door does not exist for this caller, so there is no HTTP
 /// response at all. Returning it as the service's error makes hyper close the connection
@@ -84,9 +85,33 @@ pub(super) async fn handle(
     // a shared state that does not answer in time answers with its failure policy.
     let policy = door_of.lb.and_then(|lb| project.security_policy(lb));
     let edge_facts = policy.map(|_| edge::edge_request(&req, &host, peer, &project.geo));
-    if let (Some(policy), Some(edge_facts)) = (policy, &edge_facts)
-        && let Some(verdict) = path::edge(project, door_of, edge_facts)
-    {
+    // Preconfigured WAF rules read the body: its first `body_inspection_bytes`, read here and
+    // forwarded ahead of the rest. Without the CRS rules, refuse (fail closed).
+    let mut waf_body = None;
+    if let Some(policy) = policy.filter(|p| p.uses_waf) {
+        if door.crs.load().is_none() {
+            return t.edge_refusal(waf_unavailable(), reasons, None);
+        }
+        let timeout = door.limits.request_timeout.saturating_sub(t.started.elapsed());
+        match waf::read_prefix(&mut req, policy.body_inspection_bytes, timeout).await {
+            Ok(body) => waf_body = Some(waf::waf_request(&req, body, policy)),
+            Err(message) => return t.edge_refusal(body_unreadable(message), reasons, None),
+        }
+    }
+    let crs = door.crs.load_full();
+    let verdict = match (policy, &edge_facts) {
+        (Some(_), Some(edge_facts)) => match (&crs, &waf_body) {
+            (Some(crs), Some(body)) => {
+                let request_waf = waf::RequestWaf::new(crs, body);
+                let verdict = path::edge(project, door_of, edge_facts, Some(&request_waf));
+                t.waf_signatures = request_waf.into_fired();
+                verdict
+            }
+            _ => path::edge(project, door_of, edge_facts, None),
+        },
+        _ => None,
+    };
+    if let (Some(policy), Some(edge_facts), Some(verdict)) = (policy, &edge_facts, verdict) {
         t.edge_rule = Some(verdict.priority());
         let now = (door.clock)();
         let rate = rate::check(&*door.rate, &project.id, policy, &verdict, edge_facts, &service.name, now).await;
@@ -251,6 +276,31 @@ fn malformed_after_verify() -> Decision {
 
 /// A listener whose origin the current project no longer knows (it changed under a running
 /// listener): nothing on that network exists any more.
+/// Reason codes of the WAF body stage.
+mod waf_codes {
+    pub const UNAVAILABLE: &str = "edge.waf_unavailable";
+    pub const BODY_UNREADABLE: &str = "edge.waf_body_unreadable";
+}
+
+/// The policy calls the WAF but no CRS is loaded: refuse (fail closed). Startup and reload
+/// refuse such a config, so this is a guard, not a path.
+fn waf_unavailable() -> Decision {
+    Decision::deny(
+        Layer::Edge,
+        Some(503),
+        vec![Reason::new(
+            waf_codes::UNAVAILABLE,
+            "the load balancer's security policy uses preconfigured WAF rules and no CRS rules are loaded; refused rather than passed uninspected".to_owned(),
+            None,
+        )],
+    )
+}
+
+/// The body the WAF must inspect did not arrive (client error or timeout): refused.
+fn body_unreadable(message: String) -> Decision {
+    Decision::deny(Layer::Edge, Some(400), vec![Reason::new(waf_codes::BODY_UNREADABLE, message, None)])
+}
+
 fn unknown_origin(e: &path::QueryError) -> Decision {
     Decision::deny(Layer::Network, None, vec![Reason::new("network.unknown_origin", e.to_string(), None)])
 }
@@ -297,6 +347,8 @@ struct Trace<'a> {
     principal: Option<String>,
     /// The priority of the security policy rule that decided, when one did.
     edge_rule: Option<u32>,
+    /// The preconfigured WAF signatures that matched (Cloud Armor ids), preview rules included.
+    waf_signatures: Vec<String>,
 }
 
 impl<'a> Trace<'a> {
@@ -312,6 +364,7 @@ impl<'a> Trace<'a> {
             service: None,
             principal: None,
             edge_rule: None,
+            waf_signatures: Vec::new(),
         }
     }
 
@@ -344,6 +397,7 @@ impl<'a> Trace<'a> {
             service: self.service.clone(),
             principal: self.principal.clone(),
             edge_rule: self.edge_rule,
+            waf_signatures: self.waf_signatures.clone(),
             effect,
             status,
             layer,

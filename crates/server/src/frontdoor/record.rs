@@ -28,6 +28,10 @@ pub struct DecisionRecord {
     /// The priority of the load balancer security policy rule that decided (`null` when the
     /// request did not enter through a load balancer with a policy).
     pub edge_rule: Option<u32>,
+    /// Preconfigured WAF signatures that matched (`owasp-crs-v030301-id942100-sqli`), from every
+    /// WAF rule evaluated, preview rules included.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waf_signatures: Vec<String>,
     pub effect: Effect,
     /// The status the client got; `null` when the connection was closed without a response
     /// (the door does not exist on the caller's network).

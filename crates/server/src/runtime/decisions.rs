@@ -215,6 +215,7 @@ mod tests {
             service: Some("api".into()),
             principal: None,
             edge_rule: None,
+            waf_signatures: Vec::new(),
             effect: Effect::Deny,
             status: Some(403),
             layer: Some("authorization"),

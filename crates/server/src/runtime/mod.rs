@@ -94,6 +94,9 @@ pub struct Config {
     /// Where rate-limit counters and bans live: moat.yaml's `rate_limit_state`, or
     /// `--rate-state` over it; `None`, this process's memory.
     pub rate_state: Option<moat_policy::model::RateLimitState>,
+    /// Where the OWASP CRS rule files are (`--crs-dir`; Debian's `modsecurity-crs` by default),
+    /// read when a security policy uses preconfigured WAF rules.
+    pub crs_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -118,6 +121,9 @@ pub enum RuntimeError {
     Secrets(String),
     #[error("cannot use the rate-limit state: {0}")]
     RateState(String),
+    /// A security policy uses preconfigured WAF rules and the CRS rule files cannot be loaded.
+    #[error("{0}")]
+    Waf(String),
 }
 
 /// Where each service's requests go: the running instance, or the configured URL. Supervisors
@@ -161,6 +167,8 @@ pub struct Runtime {
     secrets: moat_secrets::Secrets,
     /// Seed files of secrets declared by a reload are relative to it.
     project_dir: PathBuf,
+    /// Where the CRS rules are read from when a reload brings the first WAF rule.
+    crs_dir: PathBuf,
 }
 
 /// Resolves once `stop` is set (or can no longer be).
@@ -231,7 +239,9 @@ impl Runtime {
             let state = crate::frontdoor::RedisRateState::start(shared).await;
             door = door.rate_state(state.map_err(|e| RuntimeError::RateState(e.to_string()))?);
         }
-        let door = door.build();
+        // The CRS rules, only when a policy uses them; missing rules fail the start.
+        let crs = crate::frontdoor::load_crs_for(&project, &config.crs_dir, None).map_err(RuntimeError::Waf)?;
+        let door = door.crs(crs).build();
         // The egress proxy reads the front door's project snapshot, so it follows reloads.
         let egress = crate::egress::EgressProxy::builder(Arc::new(door.clone())).sink(Arc::clone(&config.sink)).build();
         let mut callers = HashMap::new();
@@ -365,6 +375,7 @@ impl Runtime {
             workloads: config.start_workloads,
             secrets: config.secrets,
             project_dir: config.project_dir,
+            crs_dir: config.crs_dir,
         })
     }
 
@@ -394,6 +405,16 @@ impl Runtime {
         if let Err(e) = inject::declare_each(declared, &self.project_dir, &self.secrets) {
             metrics::reload("invalid");
             return Err(ReloadError::Secrets(e));
+        }
+        // A policy with WAF rules needs the CRS; loaded on the first such reload, and a
+        // reload that needs it and cannot have it is refused (the last good config serves on).
+        match crate::frontdoor::load_crs_for(&project, &self.crs_dir, self.door.crs().as_ref()) {
+            Ok(Some(crs)) => self.door.set_crs(Some(crs)),
+            Ok(None) => {}
+            Err(e) => {
+                metrics::reload("invalid");
+                return Err(ReloadError::Waf(e));
+            }
         }
         let services = project.services.len();
         let project = Arc::new(project);

@@ -30,6 +30,9 @@ pub enum ReloadError {
     /// A secret declared in moat.yaml could not be created, given its policy or seeded.
     #[error("{0}")]
     Secrets(String),
+    /// A security policy uses preconfigured WAF rules and the CRS rules cannot be loaded.
+    #[error("{0}")]
+    Waf(String),
 }
 
 /// What differs between the running project and `new` that the running processes and

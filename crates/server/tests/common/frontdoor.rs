@@ -106,6 +106,8 @@ pub async fn echo_upstream() -> Echo {
                 "path": uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
                 "headers": headers,
                 "body_len": body.len(),
+                "body_start": String::from_utf8_lossy(&body[..body.len().min(16)]),
+                "body_end": String::from_utf8_lossy(&body[body.len().saturating_sub(16)..]),
             }))
         }
     });
@@ -145,6 +147,18 @@ impl Harness {
         with_upstream: bool,
         rate: Option<Arc<dyn RateState>>,
     ) -> Self {
+        Self::start_waf(project, origins, limits, with_upstream, rate, None).await
+    }
+
+    /// As [`Harness::start_full`], with the CRS rules for preconfigured WAF rules.
+    pub async fn start_waf(
+        project: Project,
+        origins: &[Origin],
+        limits: Limits,
+        with_upstream: bool,
+        rate: Option<Arc<dyn RateState>>,
+        crs: Option<Arc<moat_waf::Crs>>,
+    ) -> Self {
         let keys = KeyRing::in_memory(NOW).unwrap();
         let verifier = Arc::new(Verifier::new(VerifierConfig::google(), keys.key_set()));
         let echo = echo_upstream().await;
@@ -161,7 +175,7 @@ impl Harness {
         if let Some(rate) = rate {
             builder = builder.rate_state(rate);
         }
-        let door = builder.build();
+        let door = builder.crs(crs).build();
         let mut listeners = BTreeMap::new();
         let mut serving = Vec::new();
         for origin in origins {

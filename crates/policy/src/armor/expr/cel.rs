@@ -71,23 +71,36 @@ impl Engine for CelEngine {
             self.env.parser().parse_with_source_info(source).map_err(|errors| syntax_error(source, &errors))?;
         let checked = check::check(&mut expr, &info, limits)?;
         if !self.interpret {
+            let uses_waf = checked.consts.iter().any(|c| matches!(c, Const::Waf(_)));
             let mut consts: Vec<Option<Const>> = checked.consts.into_iter().map(Some).collect();
             let node = program::lower(&expr, &mut consts).map_err(|m| {
                 ExprError::new(ExprErrorKind::Type, 0..chars, format!("internal error compiling the expression: {m}"))
             })?;
-            return Ok(Arc::new(Program { node, attributes: checked.attributes }));
+            return Ok(Arc::new(Program { node, attributes: checked.attributes, uses_waf }));
         }
+        let mut waf = Vec::new();
         let consts = checked
             .consts
             .into_iter()
             .map(|c| -> Box<dyn Val> {
                 match c {
-                    Const::Regex(r) => Box::new(RegexVal(r)),
-                    Const::Net(n) => Box::new(NetVal(n)),
+                    Const::Regex(r) => {
+                        waf.push(None);
+                        Box::new(RegexVal(r))
+                    }
+                    Const::Net(n) => {
+                        waf.push(None);
+                        Box::new(NetVal(n))
+                    }
+                    // Resolved per request through the activation's WAF (see `Resolver`).
+                    Const::Waf(call) => {
+                        waf.push(Some(call));
+                        Box::new(CelBool::from(false))
+                    }
                 }
             })
             .collect();
-        Ok(Arc::new(CelCompiled { env: Arc::clone(&self.env), expr, consts, attributes: checked.attributes }))
+        Ok(Arc::new(CelCompiled { env: Arc::clone(&self.env), expr, consts, waf, attributes: checked.attributes }))
     }
 }
 
@@ -96,6 +109,7 @@ impl Engine for CelEngine {
 struct Program {
     node: program::Node,
     attributes: Vec<Attribute>,
+    uses_waf: bool,
 }
 
 impl Compiled for Program {
@@ -108,6 +122,10 @@ impl Compiled for Program {
 
     fn attributes(&self) -> &[Attribute] {
         &self.attributes
+    }
+
+    fn uses_waf(&self) -> bool {
+        self.uses_waf
     }
 }
 
@@ -132,6 +150,8 @@ struct CelCompiled {
     env: Arc<Env>,
     expr: IdedExpr,
     consts: Vec<Box<dyn Val>>,
+    /// For each constant, the WAF call it stands for, if it is one.
+    waf: Vec<Option<Arc<super::super::waf::WafCall>>>,
     attributes: Vec<Attribute>,
 }
 
@@ -143,7 +163,7 @@ impl fmt::Debug for CelCompiled {
 
 impl Compiled for CelCompiled {
     fn eval(&self, activation: &Activation<'_>) -> Result<bool, EvalError> {
-        let resolver = Resolver { a: activation, consts: &self.consts };
+        let resolver = Resolver { a: activation, consts: &self.consts, waf: &self.waf };
         let mut ctx = Context::with_env(Arc::clone(&self.env));
         ctx.set_variable_resolver(&resolver);
         match Value::resolve_val(&self.expr, &ctx) {
@@ -157,6 +177,10 @@ impl Compiled for CelCompiled {
 
     fn attributes(&self) -> &[Attribute] {
         &self.attributes
+    }
+
+    fn uses_waf(&self) -> bool {
+        self.waf.iter().any(Option::is_some)
     }
 }
 
@@ -184,12 +208,19 @@ impl CelCompiled {
 struct Resolver<'r> {
     a: &'r Activation<'r>,
     consts: &'r [Box<dyn Val>],
+    waf: &'r [Option<Arc<super::super::waf::WafCall>>],
 }
 
 impl VariableResolver for Resolver<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         if let Some(index) = variable.strip_prefix(CONST_PREFIX) {
-            return index.parse::<usize>().ok().and_then(|i| self.consts.get(i)).map(|v| CowVal::Borrowed(v.as_ref()));
+            let index = index.parse::<usize>().ok()?;
+            if let Some(Some(call)) = self.waf.get(index) {
+                // No WAF, or a failed evaluation: left undefined, which the interpreter reports.
+                let matched = self.a.waf?.evaluate(call).ok()?;
+                return Some(CowVal::owned(CelBool::from(matched)));
+            }
+            return self.consts.get(index).map(|v| CowVal::Borrowed(v.as_ref()));
         }
         let a = self.a;
         let t = a.tokens;

@@ -23,6 +23,8 @@ use crate::armor::waf;
 pub(crate) enum Const {
     Regex(regex::Regex),
     Net(IpNet),
+    /// A whole `evaluatePreconfiguredWaf(...)` call, replaced by a reference to this.
+    Waf(std::sync::Arc<waf::WafCall>),
 }
 
 pub(crate) const CONST_PREFIX: &str = "@";
@@ -48,7 +50,7 @@ const SERVICE_SIDE: &[&str] = &[
 ];
 
 pub(crate) fn check(expr: &mut IdedExpr, info: &SourceInfo, limits: &Limits) -> Result<Checked, ExprError> {
-    let mut checker = Checker { info, consts: Vec::new(), attributes: BTreeSet::new(), waf: None };
+    let mut checker = Checker { info, consts: Vec::new(), attributes: BTreeSet::new() };
     let ty = checker.ty(expr)?;
     if ty != Ty::Bool {
         return Err(ExprError::new(
@@ -59,14 +61,6 @@ pub(crate) fn check(expr: &mut IdedExpr, info: &SourceInfo, limits: &Limits) -> 
         .help("compare the value, for example `request.method == 'POST'`"));
     }
     check_limits(expr, info, limits)?;
-    if let Some((waf_span, set)) = checker.waf {
-        return Err(ExprError::new(
-            ExprErrorKind::Unsupported,
-            waf_span,
-            format!("preconfigured WAF rules (`{set}`) are not supported yet, so this policy does not load (fail closed)"),
-        )
-        .help("remove the rule or keep the policy out of moat until WAF support lands; moat never loads a policy whose WAF rules it would silently skip"));
-    }
     Ok(Checked { consts: checker.consts, attributes: checker.attributes.into_iter().collect() })
 }
 
@@ -216,8 +210,6 @@ struct Checker<'i> {
     info: &'i SourceInfo,
     consts: Vec<Const>,
     attributes: BTreeSet<Attribute>,
-    /// The first preconfigured-WAF call, reported once everything else is known to be valid.
-    waf: Option<(Range<usize>, String)>,
 }
 
 impl Checker<'_> {
@@ -418,7 +410,12 @@ impl Checker<'_> {
                 Ok(Ty::Bool)
             }
             ("evaluatePreconfiguredWaf" | "evaluatePreconfiguredExpr", false) => {
-                self.waf_call(call, &name, whole.clone())?;
+                let waf = self.waf_call(call, &name, whole.clone())?;
+                // The whole call becomes a reference to the checked call: the evaluator asks the
+                // request's WAF for it.
+                let index = self.consts.len();
+                self.consts.push(Const::Waf(std::sync::Arc::new(waf)));
+                e.expr = Expr::Ident(format!("{CONST_PREFIX}{index}"));
                 Ok(Ty::Bool)
             }
             (f, _) if SERVICE_SIDE.contains(&f) => Err(ExprError::new(
@@ -491,7 +488,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn waf_call(&mut self, call: &CallExpr, name: &str, whole: Range<usize>) -> Result<(), ExprError> {
+    fn waf_call(&mut self, call: &CallExpr, name: &str, whole: Range<usize>) -> Result<waf::WafCall, ExprError> {
         let legacy = name == "evaluatePreconfiguredExpr";
         let (set_arg, options) = match call.args.as_slice() {
             [set] => (set, None),
@@ -510,7 +507,7 @@ impl Checker<'_> {
         };
         let set = waf::rule_set(&set_name).map_err(|m| self.err(set_arg, m))?;
         let mut sensitivity = None;
-        let (mut opt_in, mut opt_out) = (0, 0);
+        let (mut opt_in, mut opt_out) = (Vec::new(), Vec::new());
         match options {
             None => {}
             Some(list) if legacy => {
@@ -539,23 +536,24 @@ impl Checker<'_> {
                 }
             }
         }
-        waf::check_tuning(sensitivity, opt_in, opt_out)
+        waf::check_tuning(sensitivity, opt_in.len(), opt_out.len())
             .map_err(|m| ExprError::new(ExprErrorKind::Type, whole.clone(), m))?;
-        self.waf.get_or_insert((whole, set_name));
-        Ok(())
+        let sensitivity = sensitivity.and_then(|s| u8::try_from(s).ok()).unwrap_or(waf::DEFAULT_SENSITIVITY);
+        Ok(waf::WafCall { set: set_name, family: set.family, version: set.version, sensitivity, opt_in, opt_out })
     }
 
-    fn signature_ids(&self, list: &IdedExpr, set: &waf::RuleSet, set_name: &str) -> Result<usize, ExprError> {
+    fn signature_ids(&self, list: &IdedExpr, set: &waf::RuleSet, set_name: &str) -> Result<Vec<u32>, ExprError> {
         let Expr::List(l) = &list.expr else {
             return Err(self.err(list, "expected a list of signature ids such as ['owasp-crs-v030301-id942100-sqli']"));
         };
+        let mut ids = Vec::with_capacity(l.elements.len());
         for element in &l.elements {
             let Some(id) = string_literal(element) else {
                 return Err(self.err(element, "a signature id must be a string literal"));
             };
-            waf::check_signature_id(set, set_name, &id).map_err(|m| self.err(element, m))?;
+            ids.push(waf::check_signature_id(set, set_name, &id).map_err(|m| self.err(element, m))?);
         }
-        Ok(l.elements.len())
+        Ok(ids)
     }
 }
 

@@ -36,6 +36,11 @@ pub trait Compiled: Send + Sync + fmt::Debug {
 
     /// The attributes the expression reads, for explanations and for `check`.
     fn attributes(&self) -> &[Attribute];
+
+    /// Whether the expression calls a preconfigured WAF set.
+    fn uses_waf(&self) -> bool {
+        false
+    }
 }
 
 /// The request as the rules language sees it. Built once per request by the evaluator; every
@@ -60,6 +65,9 @@ pub struct Activation<'a> {
     pub tls_ja3_fingerprint: Option<&'a str>,
     pub tls_ja4_fingerprint: Option<&'a str>,
     pub tokens: &'a RecaptchaTokens,
+    /// The preconfigured WAF for this request; `None` makes `evaluatePreconfiguredWaf()` an
+    /// evaluation error (the rule does not match and the error is reported).
+    pub waf: Option<&'a dyn super::waf::WafEvaluator>,
 }
 
 /// The attributes of the published `cloud-armor-v1` environment, and nothing else.

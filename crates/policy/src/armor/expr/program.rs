@@ -35,6 +35,8 @@ pub(crate) enum Node {
     Cmp(Cmp, Box<Node>, Box<Node>),
     Arith(Arith, Box<Node>, Box<Node>),
     Call(Func, Vec<Node>),
+    /// `evaluatePreconfiguredWaf(...)`: asked of the request's WAF.
+    Waf(std::sync::Arc<crate::armor::waf::WafCall>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +117,10 @@ pub(crate) fn lower(e: &IdedExpr, consts: &mut [Option<Const>]) -> Result<Node, 
                 .ok_or("has() on a non-header")?;
             Ok(Node::HasHeader(field.as_str().into()))
         }
+        Expr::Ident(name) if name.starts_with(CONST_PREFIX) => match take_const(e, consts) {
+            Some(Const::Waf(call)) => Ok(Node::Waf(call)),
+            _ => Err("a constant out of place".to_owned()),
+        },
         Expr::Ident(_) | Expr::Select(_) => {
             let (attr, rest) = attribute_path(e).ok_or("not an attribute")?;
             match rest.as_slice() {
@@ -181,7 +187,7 @@ fn lower_call(call: &CallExpr, consts: &mut [Option<Const>]) -> Result<Node, Str
         }
         ("inIpRange", [ip, range]) => match take_const(range, consts) {
             Some(Const::Net(net)) => Node::Call(Func::InRange(net), vec![lower(ip, consts)?]),
-            Some(Const::Regex(_)) => return Err("a regex as a range".to_owned()),
+            Some(Const::Regex(_) | Const::Waf(_)) => return Err("a regex as a range".to_owned()),
             None => Node::Call(Func::InIpRange, vec![lower(ip, consts)?, lower(range, consts)?]),
         },
         (
@@ -253,6 +259,12 @@ impl Node {
             Node::Cmp(op, x, y) => compare(*op, x.eval(a)?, y.eval(a)?),
             Node::Arith(op, x, y) => arith(*op, x.eval(a)?, y.eval(a)?),
             Node::Call(f, args) => call(f, args, a),
+            Node::Waf(c) => match a.waf {
+                Some(waf) => waf.evaluate(c).map(Value::Bool).map_err(|message| EvalError { message }),
+                None => {
+                    err(format!("`{c}` needs the request body and the CRS rules, which this evaluation does not have"))
+                }
+            },
         }
     }
 }
