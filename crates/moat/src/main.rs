@@ -14,6 +14,7 @@ mod serve;
 mod serve_identity;
 mod token;
 mod up;
+mod waf_cli;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
     /// The project's secrets, through the running moat's Secret Manager API: create, add a
     /// version (from stdin), access, list, enable/disable/destroy, IAM.
     Secrets(secrets_cli::Args),
+    /// Tune Cloud Armor preconfigured WAF rules: which CRS signatures a request matches.
+    Waf(waf_cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,8 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Secrets(args) => secrets_cli::run(args),
+        // `moat waf test` has its own exit statuses (1: the CRS is missing).
+        Command::Waf(args) => return waf_cli::run(args),
     };
     status.into()
 }
