@@ -129,6 +129,25 @@ impl Crs {
             }
             families.push(family);
         }
+        // One id per distinct transformation chain, across every family: the sets of one
+        // request share the transformed values.
+        let mut chains: Vec<Vec<crate::transform::Transform>> = Vec::new();
+        for family in &mut families {
+            for r in &mut family.rules {
+                let mut link = Some(&mut r.rule);
+                while let Some(rule) = link {
+                    let id = match chains.iter().position(|c| *c == rule.transforms) {
+                        Some(i) => i,
+                        None => {
+                            chains.push(rule.transforms.clone());
+                            chains.len() - 1
+                        }
+                    };
+                    rule.transform_id = u32::try_from(id).ok();
+                    link = rule.chain.as_deref_mut();
+                }
+            }
+        }
         let tx_defaults = match find("REQUEST-901-") {
             Some(init) => tx_defaults(init)?,
             None => Vec::new(),

@@ -6,6 +6,8 @@
 //! each link's `setvar`s run as soon as that link matches.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::expand::Lookup;
 use crate::operator::Outcome;
@@ -36,12 +38,12 @@ struct State {
     matched_vars: Vec<(String, Vec<u8>)>,
     /// Operator failures (backtracking budget) while inspecting this request.
     errors: u32,
-    /// Per-request cache of transformed values: (target value identity, transformation chain).
-    cache: Vec<(CacheKey, Vec<u8>)>,
+    /// Per-request cache of transformed values, by value and transformation chain.
+    cache: HashMap<CacheKey, Arc<[u8]>, foldhash::fast::RandomState>,
 }
 
-/// (variable, entry index, transformation chain).
-type CacheKey = (usize, usize, Vec<Transform>);
+/// (variable, entry index, the rule's `transform_id`).
+type CacheKey = (usize, usize, u32);
 
 /// Both halves, for macro expansion.
 struct View<'a, 'r> {
@@ -52,11 +54,41 @@ struct View<'a, 'r> {
 /// Which field a value came from, for exclusions and the transformation cache.
 #[derive(Debug, Clone)]
 struct Value<'a> {
-    name: Cow<'a, str>,
+    /// The variable's name (`ARGS`); with `key`, the value's name is `ARGS:key`.
+    prefix: &'static str,
+    key: Option<Cow<'a, str>>,
     bytes: Cow<'a, [u8]>,
     /// (variable, entry index) for values read from the request (cacheable); `None` for TX and
     /// matched-variable values, which change during the request.
     identity: Option<(usize, usize)>,
+}
+
+impl Value<'_> {
+    /// `ARGS:name`, as `MATCHED_VAR_NAME` says it; built only for values that matched.
+    fn name(&self) -> String {
+        match &self.key {
+            Some(k) => format!("{}:{k}", self.prefix),
+            None => self.prefix.to_owned(),
+        }
+    }
+}
+
+/// A transformed value: the value itself, a cached transformation, or a fresh one.
+enum Transformed<'v> {
+    Same(&'v [u8]),
+    Cached(Arc<[u8]>),
+    Fresh(Vec<u8>),
+}
+
+impl std::ops::Deref for Transformed<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Same(b) => b,
+            Self::Cached(b) => b,
+            Self::Fresh(b) => b,
+        }
+    }
 }
 
 impl<'r> Transaction<'r> {
@@ -121,7 +153,7 @@ fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn 
             }
             hit
         } else {
-            let transformed = state.transformed(&value, &rule.transforms);
+            let transformed = state.transformed(&value, rule);
             state.check(data, rule, &transformed)
         };
         if let Some(captures) = hit {
@@ -129,7 +161,7 @@ fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn 
             if rule.capture && !captures.is_empty() {
                 state.set_captures(captures);
             }
-            new_matches.push((value.name.into_owned(), value.bytes.into_owned()));
+            new_matches.push((value.name(), value.bytes.into_owned()));
         }
     }
     if matched {
@@ -154,21 +186,22 @@ impl State {
         }
     }
 
-    fn transformed<'v>(&mut self, value: &'v Value<'_>, transforms: &[Transform]) -> Cow<'v, [u8]> {
-        if transforms.is_empty() {
-            return Cow::Borrowed(value.bytes.as_ref());
+    /// The value through the rule's transformations; request values are transformed once per
+    /// distinct chain (rules share chains: `t:none,t:urlDecodeUni,...`).
+    fn transformed<'v>(&mut self, value: &'v Value<'_>, rule: &Rule) -> Transformed<'v> {
+        if rule.transforms.is_empty() {
+            return Transformed::Same(value.bytes.as_ref());
         }
-        let Some((var, index)) = value.identity else {
-            return Cow::Owned(apply_all(&value.bytes, transforms));
+        let (Some((var, index)), Some(chain)) = (value.identity, rule.transform_id) else {
+            return Transformed::Fresh(apply_all(&value.bytes, &rule.transforms));
         };
-        if let Some((_, out)) =
-            self.cache.iter().find(|((v, i, ts), _)| *v == var && *i == index && ts.as_slice() == transforms)
-        {
-            return Cow::Owned(out.clone());
+        let key = (var, index, chain);
+        if let Some(out) = self.cache.get(&key) {
+            return Transformed::Cached(Arc::clone(out));
         }
-        let out = apply_all(&value.bytes, transforms);
-        self.cache.push(((var, index, transforms.to_vec()), out.clone()));
-        Cow::Owned(out)
+        let out: Arc<[u8]> = apply_all(&value.bytes, &rule.transforms).into();
+        self.cache.insert(key, Arc::clone(&out));
+        Transformed::Cached(out)
     }
 
     fn set_captures(&mut self, captures: Vec<Vec<u8>>) {
@@ -223,7 +256,7 @@ impl<'r> Data<'r> {
             let mut i = before;
             while i < out.len() {
                 let keep = out.get(i).is_some_and(|v: &Value<'_>| {
-                    let key = v.name.split_once(':').map_or("", |(_, k)| k);
+                    let key = v.key.as_deref().unwrap_or("");
                     !target.excluded.iter().any(|s| s.matches(key)) && !exclude(target.var, key)
                 });
                 if keep {
@@ -236,7 +269,8 @@ impl<'r> Data<'r> {
                 let n = out.len() - before;
                 out.truncate(before);
                 out.push(Value {
-                    name: Cow::Owned(format!("&{}", target.var.name())),
+                    prefix: target.var.name(),
+                    key: None,
                     bytes: Cow::Owned(n.to_string().into_bytes()),
                     identity: None,
                 });
@@ -253,7 +287,8 @@ impl<'r> Data<'r> {
             for (i, e) in entries.iter().enumerate() {
                 if target.selector.as_ref().is_none_or(|s| s.matches(&e.name)) {
                     out.push(Value {
-                        name: Cow::Owned(format!("{}:{}", var.name(), e.name)),
+                        prefix: var.name(),
+                        key: Some(Cow::Borrowed(e.name.as_str())),
                         bytes: if names { Cow::Borrowed(e.name.as_bytes()) } else { Cow::Borrowed(&e.value) },
                         identity: Some((tag, i)),
                     });
@@ -261,7 +296,7 @@ impl<'r> Data<'r> {
             }
         };
         let single = |bytes: Cow<'a, [u8]>, out: &mut Vec<Value<'a>>| {
-            out.push(Value { name: Cow::Borrowed(var.name()), bytes, identity: Some((tag, 0)) });
+            out.push(Value { prefix: var.name(), key: None, bytes, identity: Some((tag, 0)) });
         };
         match var {
             Var::Args => {
@@ -297,18 +332,15 @@ impl<'r> Data<'r> {
             Var::Xml | Var::Files | Var::FilesNames => {}
             Var::UniqueId | Var::Duration => single(Cow::Borrowed(b"0"), out),
             Var::MatchedVar => {
-                if let Some((name, value)) = &state.matched_var {
-                    out.push(Value {
-                        name: Cow::Owned(name.clone()),
-                        bytes: Cow::Owned(value.clone()),
-                        identity: None,
-                    });
+                if let Some((_, value)) = &state.matched_var {
+                    out.push(Value { prefix: var.name(), key: None, bytes: Cow::Owned(value.clone()), identity: None });
                 }
             }
             Var::MatchedVarName => {
                 if let Some((name, _)) = &state.matched_var {
                     out.push(Value {
-                        name: Cow::Borrowed("MATCHED_VAR_NAME"),
+                        prefix: var.name(),
+                        key: None,
                         bytes: Cow::Owned(name.clone().into_bytes()),
                         identity: None,
                     });
@@ -318,7 +350,8 @@ impl<'r> Data<'r> {
                 for (name, value) in &state.matched_vars {
                     let bytes = if var == Var::MatchedVars { value.clone() } else { name.clone().into_bytes() };
                     out.push(Value {
-                        name: Cow::Owned(format!("{}:{name}", var.name())),
+                        prefix: var.name(),
+                        key: Some(Cow::Owned(name.clone())),
                         bytes: Cow::Owned(bytes),
                         identity: None,
                     });
@@ -328,7 +361,8 @@ impl<'r> Data<'r> {
                 for (k, v) in &state.tx {
                     if target.selector.as_ref().is_none_or(|s| s.matches(k)) {
                         out.push(Value {
-                            name: Cow::Owned(format!("TX:{k}")),
+                            prefix: "TX",
+                            key: Some(Cow::Owned(k.clone())),
                             bytes: Cow::Owned(v.clone()),
                             identity: None,
                         });

@@ -72,8 +72,13 @@ impl Pattern {
     pub fn find(&self, input: &[u8], captures: bool) -> Found {
         match self {
             Self::Linear(r) => {
+                // Most CRS rules ask for captures and almost never match: test first, and pay
+                // for the capture groups only on a match.
+                if !r.is_match(input) {
+                    return Found::No;
+                }
                 if !captures {
-                    return if r.is_match(input) { Found::Yes(Vec::new()) } else { Found::No };
+                    return Found::Yes(Vec::new());
                 }
                 match r.captures(input) {
                     None => Found::No,

@@ -59,7 +59,9 @@ impl Collections {
         };
         // An absolute-form target (`http://host/path`) names the same file as its path.
         let path = strip_authority(path);
-        let filename = path.as_bytes().to_vec();
+        // Percent-decoded, as libmodsecurity 3 fills REQUEST_FILENAME (933151 relies on it:
+        // `/array_diff%20foo%20%28` must show its `(`); `+` stays a `+` in a path.
+        let filename = percent_decode(path.as_bytes());
         let basename = filename.rsplit(|b| *b == b'/').next().unwrap_or_default().to_vec();
         let headers: Vec<Entry> =
             request.headers.iter().map(|(n, v)| Entry { name: n.clone(), value: v.clone() }).collect();
@@ -181,13 +183,22 @@ fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<Entry>) {
     }
 }
 
+/// `%XX` decoded, `+` kept; a `%` not followed by two hex digits stays.
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    decode(input, false)
+}
+
 /// `+` → space and `%XX` decoded; a `%` not followed by two hex digits stays.
 pub fn url_decode(input: &[u8]) -> Vec<u8> {
+    decode(input, true)
+}
+
+fn decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while let Some(&b) = input.get(i) {
         match b {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => match (input.get(i + 1).and_then(hex), input.get(i + 2).and_then(hex)) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);

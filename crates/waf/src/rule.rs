@@ -171,6 +171,9 @@ pub struct Rule {
     pub negated: bool,
     pub operator: Operator,
     pub transforms: Vec<Transform>,
+    /// The same number for every rule with the same transformation chain (set by the loader),
+    /// so transformed values are cached per value and chain; `None`: not cached.
+    pub transform_id: Option<u32>,
     pub multi_match: bool,
     pub capture: bool,
     pub setvars: Vec<SetVar>,
@@ -203,6 +206,7 @@ pub fn compile(d: &Directive, data_dir: &Path) -> Result<(Rule, bool), String> {
         negated,
         operator,
         transforms: Vec::new(),
+        transform_id: None,
         multi_match: false,
         capture: false,
         setvars: Vec::new(),
