@@ -60,7 +60,7 @@ fn insecure_as_a_plan_finds_what_the_project_directory_finds() {
     // Every rule a project directory can show fires, from the plan too (the Cloud SQL rules
     // and MOAT025 are in terraform_rules.rs).
     let rules: BTreeSet<&str> = plan.iter().map(|(r, _, _)| r.as_str()).collect();
-    assert_eq!(rules.len(), 20, "{rules:?}");
+    assert_eq!(rules.len(), 21, "{rules:?}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The rules from the hardening guides (MOAT017–MOAT027) on a Terraform plan: each finds its
+//! The rules from the hardening guides (MOAT017–MOAT028) on a Terraform plan: each finds its
 //! mistake at the resource address that makes it, names values unknown until apply, and stays
 //! quiet on the resources next to it that are right.
 //! Fixture: tests/fixtures/terraform/hardening.plan.json (`hardening()` in make_fixtures.py).
@@ -128,6 +128,20 @@ fn moat024_and_moat025_policy_without_waf_or_rate_limit() {
 }
 
 #[test]
+fn moat028_waf_rule_only_in_preview_at_its_own_address() {
+    // The preview WAF rule is listed after the default rule, so the address names its index in
+    // the plan, not its priority order.
+    expect("MOAT028", &[("-", "medium", "google_compute_security_policy.edge.rule[2]")]);
+    assert!(
+        of("MOAT028")[0].3.starts_with(
+            "the preconfigured WAF rule of security policy `shop-edge` on external load balancer `shop-lb` is in preview: rule 900 (`sqli-v33-stable`)"
+        ),
+        "{}",
+        of("MOAT028")[0].3
+    );
+}
+
+#[test]
 fn moat026_runtime_service_account_shared() {
     expect(
         "MOAT026",
@@ -167,7 +181,7 @@ fn sarif_describes_every_new_rule() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let ids: Vec<&str> =
         v["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
-    for i in 17..=27 {
+    for i in 17..=28 {
         assert!(ids.contains(&format!("MOAT{i:03}").as_str()), "{ids:?}");
     }
 }

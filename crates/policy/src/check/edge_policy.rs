@@ -1,17 +1,19 @@
 //! MOAT014 (a security policy on an external load balancer that enforces nothing), MOAT015 (a
-//! rate limit every client shares on an external load balancer) and MOAT016 (security policy
-//! rules shadowed by an earlier rule that always matches).
+//! rate limit every client shares on an external load balancer), MOAT016 (security policy
+//! rules shadowed by an earlier rule that always matches) and MOAT028 (a policy whose
+//! preconfigured WAF rules are all in preview).
 //!
 //! They read the compiled policies (`Project::armor_policies`) in the order the evaluator does:
-//! ascending priority, preview rules never decide. A policy with preconfigured WAF rules does not
-//! load yet (fail closed), so "every WAF rule in preview" has no rule until the WAF issue.
+//! ascending priority, preview rules never decide. Whether a rule calls the preconfigured WAF is
+//! the compiled expression's answer (`Compiled::uses_waf`), not a search of its text, so a
+//! comment or a string literal naming `evaluatePreconfiguredWaf` does not count.
 
 use std::collections::BTreeMap;
 
 use crate::armor::{Action, KeyPart, Match, Rule as ArmorRule, SecurityPolicy};
 use crate::check::index::names;
 use crate::check::{Finding, Rule, Severity};
-use crate::model::{LbScheme, Project};
+use crate::model::{LbScheme, LoadBalancer, Project};
 
 pub(crate) const MOAT014: Rule = Rule {
     id: "MOAT014",
@@ -41,6 +43,16 @@ pub(crate) const MOAT016: Rule = Rule {
     explanation: "Cloud Armor evaluates rules by ascending priority and the first enforced match decides. After a rule that matches every request (`SRC_IPS_V1` with `*`, or the expression `true`) that is not in preview, no later rule is ever evaluated: a deny, throttle or ban written there protects nothing, and a preview rule there never logs.",
     fix: "Give the shadowed rule a priority number below the rule that always matches, narrow that rule's match, or delete the rule that can never apply.",
     check: check_shadowed,
+};
+
+pub(crate) const MOAT028: Rule = Rule {
+    id: "MOAT028",
+    name: "WafRulesOnlyInPreview",
+    title: "every preconfigured WAF rule of a security policy is in preview",
+    severity: Severity::Medium,
+    explanation: "A rule in preview is evaluated and logged, never enforced. A policy whose preconfigured WAF rules (`evaluatePreconfiguredWaf('sqli-v33-stable')`, `xss`, `lfi`, `rce`...) are all in preview looks protected in the console and in reviews, but the SQL injection, cross-site scripting and other attacks those sets recognise reach the services; only the log says they would have been denied. Preview is meant for tuning a set before enforcing it, and is easily left on after the launch.",
+    fix: "Review what the preview rules logged, opt out of the signatures that match legitimate traffic (`moat waf test` shows which signatures a request matches), then take the rules out of preview (`\"preview\": false`; Terraform `preview = false`).",
+    check: check_waf_only_in_preview,
 };
 
 /// Whether a match holds for every request: `*`, or the literal expression `true`.
@@ -76,6 +88,34 @@ pub(crate) fn on_external_lbs(project: &Project) -> BTreeMap<&str, (&SecurityPol
         out.entry(name).or_insert_with(|| (policy, Vec::new())).1.push(lb.name.as_str());
     }
     out
+}
+
+/// Each policy attached to a load balancer of either scheme that routes somewhere, with those
+/// load balancers, by policy name.
+fn on_routing_lbs(project: &Project) -> BTreeMap<&str, (&SecurityPolicy, Vec<&LoadBalancer>)> {
+    let mut out: BTreeMap<&str, (&SecurityPolicy, Vec<&LoadBalancer>)> = BTreeMap::new();
+    for lb in project.load_balancers.iter().filter(|lb| !lb.routes.is_empty()) {
+        let (Some(name), Some(policy)) = (lb.security_policy.as_deref(), project.security_policy(lb)) else {
+            continue;
+        };
+        out.entry(name).or_insert_with(|| (policy, Vec::new())).1.push(lb);
+    }
+    out
+}
+
+/// "external load balancer `a`", "internal load balancers `a` and `b`", or, for both schemes,
+/// "load balancers `a` and `b`".
+fn any_lbs_phrase(lbs: &[&LoadBalancer]) -> String {
+    let scheme = |s: LbScheme| lbs.iter().all(|lb| lb.scheme == s);
+    let kind = if scheme(LbScheme::External) {
+        "external "
+    } else if scheme(LbScheme::Internal) {
+        "internal "
+    } else {
+        ""
+    };
+    let s = if lbs.len() == 1 { "" } else { "s" };
+    format!("{kind}load balancer{s} {}", names(lbs.iter().map(|lb| lb.name.as_str())))
 }
 
 pub(crate) fn lbs_phrase(lbs: &[&str]) -> String {
@@ -201,6 +241,90 @@ fn check_shadowed(project: &Project) -> Vec<Finding> {
                 &r.source,
             ));
         }
+    }
+    out
+}
+
+/// Whether a rule's match calls `evaluatePreconfiguredWaf` or `evaluatePreconfiguredExpr`.
+fn calls_waf(m: &Match) -> bool {
+    matches!(m, Match::Expr(e) if e.compiled.uses_waf())
+}
+
+/// The preconfigured sets an expression names (`sqli-v33-stable`), in order, read from its text:
+/// the compiled expression says only whether it calls the WAF. In an expression that compiled,
+/// each call's first argument is a quoted string.
+fn waf_sets(text: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    let mut rest = text;
+    while let Some((_, after)) = rest.split_once("evaluatePreconfigured") {
+        rest = after;
+        let call = after.strip_prefix("Waf").or_else(|| after.strip_prefix("Expr")).unwrap_or(after);
+        let Some(arg) = call.trim_start().strip_prefix('(').map(str::trim_start) else { continue };
+        let Some(quote) = arg.chars().next().filter(|c| matches!(c, '\'' | '"')) else { continue };
+        let Some((set, _)) = arg.get(quote.len_utf8()..).and_then(|a| a.split_once(quote)) else { continue };
+        if !out.contains(&set) {
+            out.push(set);
+        }
+    }
+    out
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The sets a WAF rule calls, as written.
+fn sets_of(rule: &ArmorRule) -> Vec<&str> {
+    match &rule.matcher {
+        Match::Expr(e) => waf_sets(&e.text),
+        Match::SrcIps { .. } => Vec::new(),
+    }
+}
+
+/// "1100 (`sqli-v33-stable`)", or the bare priority when no set name could be read.
+fn describe_waf_rule(rule: &ArmorRule) -> String {
+    let sets: Vec<String> = sets_of(rule).iter().map(|s| format!("`{s}`")).collect();
+    if sets.is_empty() { rule.priority.to_string() } else { format!("{} ({})", rule.priority, sets.join(", ")) }
+}
+
+fn check_waf_only_in_preview(project: &Project) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (name, (policy, lbs)) in on_routing_lbs(project) {
+        let waf: Vec<&ArmorRule> = policy.rules().iter().filter(|r| calls_waf(&r.matcher)).collect();
+        let Some(first) = waf.first() else { continue };
+        // One enforced WAF rule protects against what it recognises; whether the sets cover
+        // enough is MOAT024's question, not this rule's.
+        if waf.iter().any(|r| !r.preview) {
+            continue;
+        }
+        let described: Vec<String> = waf.iter().copied().map(describe_waf_rule).collect();
+        let priorities: Vec<String> = waf.iter().map(|r| r.priority.to_string()).collect();
+        let (every, rules, log, it, their) = if waf.len() == 1 {
+            ("the", "rule", "logs the requests it matches", "it", "its set recognises")
+        } else {
+            ("every", "rules", "log the requests they match", "them", "their sets recognise")
+        };
+        let set = waf.iter().copied().flat_map(sets_of).next().unwrap_or("SET");
+        out.push(MOAT028.finding(
+            Severity::Medium,
+            None,
+            format!(
+                "{every} preconfigured WAF rule of security policy `{name}` on {} is in preview: {rules} {} only {log}, so the attacks {their} reach the services",
+                any_lbs_phrase(&lbs),
+                and_list(&described)
+            ),
+            format!(
+                "review what {rules} {} logged (`moat waf test --set {set} REQUEST` shows which signatures a request matches, to opt out of the false positives), then set `\"preview\": false` on {it} in `{}` (Terraform: `preview = false`)",
+                and_list(&priorities),
+                policy.file
+            ),
+            &first.source,
+        ));
     }
     out
 }

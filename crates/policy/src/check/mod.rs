@@ -153,6 +153,7 @@ pub const RULES: &[Rule] = &[
     public_surface::MOAT025,
     service_accounts::MOAT026,
     service_accounts::MOAT027,
+    edge_policy::MOAT028,
 ];
 
 /// The rule with this id.
@@ -192,7 +193,7 @@ mod tests {
     #[test]
     fn catalogue_is_complete_and_in_order() {
         let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
-        let expected: Vec<String> = (1..=27).map(|i| format!("MOAT{i:03}")).collect();
+        let expected: Vec<String> = (1..=28).map(|i| format!("MOAT{i:03}")).collect();
         assert_eq!(ids, expected);
         for r in RULES {
             assert!(!r.title.is_empty() && !r.explanation.is_empty() && !r.fix.is_empty(), "{}", r.id);

@@ -1,4 +1,4 @@
-//! MOAT014–MOAT016, table-driven over small policies.
+//! MOAT014–MOAT016 and MOAT028, table-driven over small policies.
 
 use super::*;
 use crate::check::testing::project;
@@ -194,4 +194,110 @@ fn shadowed_rules_point_at_their_own_line_in_any_policy() {
     assert!(f.iter().all(|f| f.message
         == "rule 20 (deny(403)) of security policy `edge` is never evaluated: rule 10 (allow) before it matches every request with `SRC_IPS_V1` with `*`"));
     assert!(check_enforces_nothing(&p).is_empty() && check_shared_rate_limit(&p).is_empty());
+}
+
+const SQLI: &str = "evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 1})";
+const XSS: &str = "evaluatePreconfiguredWaf('xss-v33-stable', {'sensitivity': 1})";
+const PREVIEW: &str = r#", "preview": true"#;
+
+#[test]
+fn waf_only_in_preview_cases() {
+    let lfi = "evaluatePreconfiguredExpr('lfi-v33-stable') && request.path.startsWith('/files')";
+    // (rules before the default one, scheme, expected message after the load balancer)
+    let cases: Vec<(Vec<String>, &str, Option<&str>)> = vec![
+        (
+            vec![rule(10, "deny(403)", SQLI, PREVIEW)],
+            "external",
+            Some(
+                "the preconfigured WAF rule of security policy `edge` on external load balancer `lb` is in preview: rule 10 (`sqli-v33-stable`) only logs the requests it matches, so the attacks its set recognises reach the services",
+            ),
+        ),
+        (
+            vec![
+                rule(10, "deny(403)", SQLI, PREVIEW),
+                rule(20, "deny(403)", XSS, PREVIEW),
+                rule(30, "deny(403)", lfi, PREVIEW),
+            ],
+            "internal",
+            Some(
+                "every preconfigured WAF rule of security policy `edge` on internal load balancer `lb` is in preview: rules 10 (`sqli-v33-stable`), 20 (`xss-v33-stable`) and 30 (`lfi-v33-stable`) only log the requests they match, so the attacks their sets recognise reach the services",
+            ),
+        ),
+        // One enforced WAF rule is enough; the other sets are MOAT024's question.
+        (vec![rule(10, "deny(403)", SQLI, PREVIEW), rule(20, "deny(403)", XSS, "")], "external", None),
+        (vec![rule(10, "deny(403)", SQLI, "")], "external", None),
+        // No WAF rule at all is MOAT024's; a preview rule that only names the function in a
+        // string literal does not call the WAF.
+        (vec![rule(10, "deny(403)", "10.0.0.0/8", PREVIEW)], "external", None),
+        (vec![rule(10, "deny(403)", "request.path.contains('evaluatePreconfiguredWaf')", PREVIEW)], "external", None),
+    ];
+    for (rules, scheme, expected) in cases {
+        let mut all = rules.clone();
+        all.push(DEFAULT_ALLOW.to_owned());
+        let p = with_policy(scheme, &all);
+        let f = check_waf_only_in_preview(&p);
+        assert_eq!(f.first().map(|f| f.message.as_str()), expected, "{rules:?} {scheme}");
+        assert!(f.len() <= 1);
+        for f in &f {
+            assert_eq!((f.rule, f.severity, f.service.as_deref()), ("MOAT028", Severity::Medium, None));
+            assert_eq!((f.source.file.as_ref(), f.source.line), ("armor/edge.json", 1));
+            assert!(f.fix.contains("`moat waf test --set sqli-v33-stable REQUEST`"), "{}", f.fix);
+            assert!(f.fix.contains("in `armor/edge.json`"), "{}", f.fix);
+        }
+    }
+}
+
+#[test]
+fn waf_only_in_preview_points_at_the_first_waf_rule_and_names_every_load_balancer() {
+    let rules = [
+        rule(5, "deny(403)", "10.0.0.0/8", ""),
+        rule(10, "deny(403)", XSS, PREVIEW),
+        rule(20, "deny(403)", SQLI, PREVIEW),
+        DEFAULT_ALLOW.to_owned(),
+    ];
+    // One rule a line, so the finding's line names the rule.
+    let rules = format!(r#"{{"name": "edge", "rules": [{}]}}"#, rules.join(",\n"));
+    let route = "    security_policy: edge\n    routes:\n      - path: /*\n        service: s\n";
+    let p = project(
+        &format!(
+            "networks:\n  - name: vpc\nload_balancers:\n  - name: a\n    scheme: external\n{route}  - name: b\n    scheme: internal\n    network: vpc\n{route}"
+        ),
+        &[
+            (
+                "services/s.json",
+                r#"{"name": "s", "ingress": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER", "template": {"serviceAccount": "x@p.iam.gserviceaccount.com"}}"#,
+            ),
+            ("armor/edge.json", &rules),
+        ],
+    );
+    assert_eq!(found(check_waf_only_in_preview, &p), [(Severity::Medium, 2)]);
+    let f = check_waf_only_in_preview(&p);
+    assert!(f.iter().all(|f| f.message.starts_with(
+        "every preconfigured WAF rule of security policy `edge` on load balancers `a` and `b` is in preview: rules 10 (`xss-v33-stable`) and 20 (`sqli-v33-stable`)"
+    )));
+    assert!(
+        f.iter().all(|f| f.fix.contains("review what rules 10 and 20 logged (`moat waf test --set xss-v33-stable"))
+    );
+    // A policy no load balancer uses protects nothing either way.
+    let p = project("", &[("armor/edge.json", &rules)]);
+    assert!(check_waf_only_in_preview(&p).is_empty());
+}
+
+#[test]
+fn waf_sets_are_read_from_each_call() {
+    let cases: &[(&str, &[&str])] = &[
+        (SQLI, &["sqli-v33-stable"]),
+        (
+            "evaluatePreconfiguredExpr( \"xss-stable\" ) || evaluatePreconfiguredWaf('sqli-v33-stable')",
+            &["xss-stable", "sqli-v33-stable"],
+        ),
+        (
+            "evaluatePreconfiguredWaf('rce-v33-stable') || evaluatePreconfiguredWaf('rce-v33-stable', {'sensitivity': 2})",
+            &["rce-v33-stable"],
+        ),
+        ("request.path == '/'", &[]),
+    ];
+    for (text, want) in cases {
+        assert_eq!(waf_sets(text), *want, "{text}");
+    }
 }
