@@ -164,6 +164,7 @@ fn run_case(engine: &CelEngine, label: &str, suite: &Suite, case: &Case, tally: 
         tls_ja4_fingerprint: Some(&w.origin.tls_ja4_fingerprint),
         tokens: &tokens,
         waf: None,
+        waf_exclusions: &[],
     };
     let ok = match (compiled.eval(&activation), &case.error) {
         (Ok(got), None) => got == case.expect,

@@ -94,6 +94,7 @@ impl Facts {
             tls_ja4_fingerprint: self.ja4.as_deref(),
             tokens: &self.tokens,
             waf,
+            waf_exclusions: &[],
         };
         compiled.eval(&a)
     }
@@ -381,7 +382,11 @@ struct FakeWaf {
 }
 
 impl moat_policy::armor::WafEvaluator for FakeWaf {
-    fn evaluate(&self, call: &moat_policy::armor::WafCall) -> Result<bool, String> {
+    fn evaluate(
+        &self,
+        call: &moat_policy::armor::WafCall,
+        _: &[moat_policy::armor::WafExclusion],
+    ) -> Result<bool, String> {
         if let Ok(mut asked) = self.asked.lock() {
             asked.push(format!("{} s{} out{:?} in{:?}", call.set, call.sensitivity, call.opt_out, call.opt_in));
         }

@@ -422,7 +422,11 @@ fn malformed_and_expensive_expressions_are_rejected_at_load() {
 struct SetsMatch(&'static [&'static str]);
 
 impl moat_policy::armor::WafEvaluator for SetsMatch {
-    fn evaluate(&self, call: &moat_policy::armor::WafCall) -> Result<bool, String> {
+    fn evaluate(
+        &self,
+        call: &moat_policy::armor::WafCall,
+        _: &[moat_policy::armor::WafExclusion],
+    ) -> Result<bool, String> {
         Ok(self.0.contains(&call.family))
     }
 }
@@ -460,4 +464,45 @@ fn user_ip_comes_from_the_configured_header() {
         "falls back to origin.ip"
     );
     assert_eq!(p.evaluate(&req("/", "192.0.2.1")).outcome.status(), Some(403), "absent: origin.ip");
+}
+
+#[test]
+fn waf_exclusions_load_and_bad_ones_do_not() {
+    let with = |exclusions: &str| {
+        format!(
+            r#"{{"action": "deny(403)", "priority": 1000,
+              "match": {{"expr": {{"expression": "evaluatePreconfiguredWaf('sqli-v33-stable')"}}}},
+              "preconfiguredWafConfig": {{"exclusions": [{exclusions}]}}}}"#
+        )
+    };
+    let good = with(
+        r#"{"targetRuleSet": "sqli-v33-stable", "targetRuleIds": ["owasp-crs-v030301-id942100-sqli"],
+            "requestHeadersToExclude": [{"op": "EQUALS", "val": "x-raw"}],
+            "requestUrisToExclude": [{"op": "EQUALS_ANY"}]}"#,
+    );
+    let p = policy(&[&good, DEFAULT_ALLOW]);
+    let rule = &p.rules()[0];
+    assert_eq!(rule.waf_exclusions.len(), 1);
+    assert_eq!(rule.waf_exclusions[0].rule_ids, vec![942100]);
+    assert_eq!(rule.waf_exclusions[0].fields.len(), 2);
+    for (bad, want) in [
+        (r#"{"requestHeadersToExclude": [{"op": "EQUALS", "val": "a"}]}"#, "no `targetRuleSet`"),
+        (
+            r#"{"targetRuleSet": "sqli-v99", "requestHeadersToExclude": [{"op": "EQUALS", "val": "a"}]}"#,
+            "not a preconfigured WAF rule set",
+        ),
+        (
+            r#"{"targetRuleSet": "sqli-v33-stable", "targetRuleIds": ["owasp-crs-v030301-id941100-xss"], "requestHeadersToExclude": [{"op": "EQUALS", "val": "a"}]}"#,
+            "not a signature id",
+        ),
+        (
+            r#"{"targetRuleSet": "sqli-v33-stable", "requestHeadersToExclude": [{"op": "LIKE", "val": "a"}]}"#,
+            "not an exclusion operator",
+        ),
+        (r#"{"targetRuleSet": "sqli-v33-stable", "requestHeadersToExclude": [{"op": "EQUALS"}]}"#, "needs a `val`"),
+        (r#"{"targetRuleSet": "sqli-v33-stable"}"#, "names no field"),
+    ] {
+        let e = errors(&[&with(bad), DEFAULT_ALLOW]);
+        assert!(e.iter().any(|e| e.message.contains(want)), "{bad}: {e:?}");
+    }
 }

@@ -28,6 +28,12 @@ load_balancers:
     security_policy: waf-8k
     routes:
       - service: web
+  - name: tuned
+    scheme: external
+    hosts: [tuned.example.com]
+    security_policy: waf-tuned
+    routes:
+      - service: web
   - name: big
     scheme: external
     hosts: [big.example.com]
@@ -61,12 +67,33 @@ fn policy(name: &str, size: Option<&str>) -> String {
     )
 }
 
+/// SQLi at sensitivity 1 with Cloud Armor field exclusions: parameter `q` for every signature,
+/// cookies starting with `pref` for 942100 only, and the whole set on URIs under `/search-raw`.
+const TUNED: &str = r#"{
+  "name": "waf-tuned",
+  "rules": [
+    { "action": "deny(403)", "priority": 1000,
+      "match": { "expr": { "expression": "evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 1})" } },
+      "preconfiguredWafConfig": { "exclusions": [
+        { "targetRuleSet": "sqli-v33-stable",
+          "requestQueryParamsToExclude": [ { "op": "EQUALS", "val": "q" } ] },
+        { "targetRuleSet": "sqli-v33-stable", "targetRuleIds": ["owasp-crs-v030301-id942100-sqli"],
+          "requestCookiesToExclude": [ { "op": "STARTS_WITH", "val": "pref" } ] },
+        { "targetRuleSet": "sqli-v33-stable",
+          "requestUrisToExclude": [ { "op": "STARTS_WITH", "val": "/search-raw" } ] }
+      ] } },
+    { "action": "allow", "priority": 2147483647,
+      "match": { "versionedExpr": "SRC_IPS_V1", "config": { "srcIpRanges": ["*"] } } }
+  ]
+}"#;
+
 fn project() -> Project {
     inline_project(&[
         ("moat.yaml", MOAT),
         ("services/web.json", WEB),
         ("armor/waf-8k.json", &policy("waf-8k", None)),
         ("armor/waf-16k.json", &policy("waf-16k", Some("16KB"))),
+        ("armor/waf-tuned.json", TUNED),
     ])
 }
 
@@ -192,4 +219,25 @@ fn loading_the_crs_is_required_only_when_a_policy_uses_it() {
         moat_server::frontdoor::load_crs_for(&plain, std::path::Path::new("/nonexistent-crs"), None),
         Ok(None)
     ));
+}
+
+#[tokio::test]
+async fn field_exclusions_take_fields_out_of_inspection() {
+    let Some(h) = start().await else { return };
+    let attack = "1%27%20OR%20%271%27=%271";
+    // The excluded parameter is not inspected; another one with the same value is.
+    let r = call(&h, &get("tuned.example.com", &format!("/s?q={attack}"), &[])).await;
+    assert_eq!(r.status, 200, "q is excluded: {}", r.body);
+    let r = call(&h, &get("tuned.example.com", &format!("/s?id={attack}"), &[])).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // A cookie exclusion for 942100 only: that signature stays quiet on it.
+    let cookie = "prefs=1' OR '1'='1";
+    let _ = call(&h, &get("tuned.example.com", "/", &[("Cookie", cookie)])).await;
+    let rec = h.last_record();
+    assert!(!rec.waf_signatures.iter().any(|s| s.contains("id942100")), "{:?}", rec.waf_signatures);
+    let _ = call(&h, &get("tuned.example.com", "/", &[("Cookie", "other=1' OR '1'='1")])).await;
+    assert!(h.last_record().waf_signatures.iter().any(|s| s.contains("id942100")), "not excluded");
+    // A URI exclusion takes the URI variables out; the arguments are still inspected.
+    let r = call(&h, &get("tuned.example.com", &format!("/search-raw?id={attack}"), &[])).await;
+    assert_eq!(r.status, 403, "arguments are not the URI: {}", r.body);
 }

@@ -159,6 +159,7 @@ impl SecurityPolicy {
             tls_ja4_fingerprint: request.tls_ja4_fingerprint.as_deref(),
             tokens: &request.tokens,
             waf,
+            waf_exclusions: &[],
         };
         let by_address = self.src_ips.lookup(request.remote_ip);
         let mut previews = Vec::new();
@@ -173,18 +174,20 @@ impl SecurityPolicy {
                 Match::SrcIps { all: false, .. } => {
                     u32::try_from(i).is_ok_and(|i| by_address.binary_search(&i).is_ok())
                 }
-                Match::Expr(e) => match e.compiled.eval(&activation) {
-                    Ok(b) => b,
-                    Err(EvalError { message }) => {
-                        reasons.push(Reason::new(
-                            codes::EVAL_ERROR,
-                            format!("rule {} did not match: its expression failed: {message}", rule.priority),
-                            Some(&rule.source),
-                        ));
-                        errors.push(RuleError { priority: rule.priority, message });
-                        false
+                Match::Expr(e) => {
+                    match e.compiled.eval(&Activation { waf_exclusions: &rule.waf_exclusions, ..activation }) {
+                        Ok(b) => b,
+                        Err(EvalError { message }) => {
+                            reasons.push(Reason::new(
+                                codes::EVAL_ERROR,
+                                format!("rule {} did not match: its expression failed: {message}", rule.priority),
+                                Some(&rule.source),
+                            ));
+                            errors.push(RuleError { priority: rule.priority, message });
+                            false
+                        }
                     }
-                },
+                }
             };
             if !hit {
                 continue;
@@ -250,6 +253,7 @@ fn unreachable_default() -> &'static Rule {
         matcher: Match::SrcIps { all: true, ranges: Vec::new() },
         action: Action::Deny(403),
         request_headers_to_add: Vec::new(),
+        waf_exclusions: Vec::new(),
         source: crate::source::SourceRef::file(&std::sync::Arc::from("<none>")),
     })
 }

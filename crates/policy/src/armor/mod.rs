@@ -32,4 +32,4 @@ pub use policy::{
 };
 pub use rate_limit::{Ban, ExceedAction, INTERVALS_SEC, KeyPart, MAX_KEY_BYTES, MAX_KEY_CONFIGS, RateLimit, Threshold};
 pub use request::{EdgeRequest, Headers, RecaptchaTokens};
-pub use waf::{WafCall, WafEvaluator};
+pub use waf::{ExcludedField, FieldOp, WafCall, WafEvaluator, WafExclusion};

@@ -75,6 +75,8 @@ pub struct Rule {
     pub action: Action,
     /// `headerAction.requestHeadersToAdds`: added to (or overwriting) the request on allow.
     pub request_headers_to_add: Vec<HeaderToAdd>,
+    /// `preconfiguredWafConfig.exclusions`: request fields this rule's WAF calls do not inspect.
+    pub waf_exclusions: Vec<super::waf::WafExclusion>,
     /// Where the rule is written (its `priority`).
     pub source: SourceRef,
 }
@@ -375,6 +377,11 @@ fn lower_rule(ctx: &mut Ctx<'_>, engine: &dyn Engine, base: &str, raw: &RawRule)
         }
     };
     let action = lower_action(ctx, base, raw);
+    let waf_exclusions = raw
+        .preconfigured_waf_config
+        .as_ref()
+        .map(|w| lower_exclusions(ctx, &format!("{base}/preconfiguredWafConfig/exclusions"), &w.exclusions))
+        .unwrap_or_default();
     let headers = raw
         .header_action
         .as_ref()
@@ -406,8 +413,83 @@ fn lower_rule(ctx: &mut Ctx<'_>, engine: &dyn Engine, base: &str, raw: &RawRule)
         matcher: matcher?,
         action: action?,
         request_headers_to_add: headers,
+        waf_exclusions,
         source: ctx.source_ref(&format!("{base}/priority")),
     })
+}
+
+fn lower_exclusions(
+    ctx: &mut Ctx<'_>,
+    base: &str,
+    raw: &[super::raw::RawWafExclusion],
+) -> Vec<super::waf::WafExclusion> {
+    use super::waf::{self, ExcludedField, FieldOp, WafExclusion};
+    let mut out = Vec::new();
+    for (i, e) in raw.iter().enumerate() {
+        let here = format!("{base}/{i}");
+        let Some(set_name) = e.target_rule_set.as_deref() else {
+            ctx.err(
+                &here,
+                "the exclusion has no `targetRuleSet`",
+                Some("name the set it tunes, e.g. `sqli-v33-stable`"),
+            );
+            continue;
+        };
+        let set = match waf::rule_set(set_name) {
+            Ok(set) => set,
+            Err(m) => {
+                ctx.err(&format!("{here}/targetRuleSet"), m, None);
+                continue;
+            }
+        };
+        let mut rule_ids = Vec::new();
+        for (j, id) in e.target_rule_ids.iter().enumerate() {
+            match waf::check_signature_id(&set, set_name, id) {
+                Ok(n) => rule_ids.push(n),
+                Err(m) => ctx.err(&format!("{here}/targetRuleIds/{j}"), m, None),
+            }
+        }
+        let mut fields = Vec::new();
+        for (kind, key, list) in [
+            (ExcludedField::Header, "requestHeadersToExclude", &e.request_headers_to_exclude),
+            (ExcludedField::Cookie, "requestCookiesToExclude", &e.request_cookies_to_exclude),
+            (ExcludedField::QueryParam, "requestQueryParamsToExclude", &e.request_query_params_to_exclude),
+            (ExcludedField::Uri, "requestUrisToExclude", &e.request_uris_to_exclude),
+        ] {
+            for (j, f) in list.iter().enumerate() {
+                let at = format!("{here}/{key}/{j}");
+                let val = f.val.clone().unwrap_or_default();
+                let op = match f.op.as_deref() {
+                    Some("EQUALS_ANY") => Some(FieldOp::EqualsAny),
+                    Some(_) if val.is_empty() => {
+                        ctx.err(&at, "the field needs a `val` (or `\"op\": \"EQUALS_ANY\"`)", None);
+                        None
+                    }
+                    Some("EQUALS") => Some(FieldOp::Equals(val)),
+                    Some("STARTS_WITH") => Some(FieldOp::StartsWith(val)),
+                    Some("ENDS_WITH") => Some(FieldOp::EndsWith(val)),
+                    Some("CONTAINS") => Some(FieldOp::Contains(val)),
+                    other => {
+                        ctx.err(
+                            &format!("{at}/op"),
+                            format!("`{}` is not an exclusion operator", other.unwrap_or("")),
+                            Some("use EQUALS, STARTS_WITH, ENDS_WITH, CONTAINS or EQUALS_ANY"),
+                        );
+                        None
+                    }
+                };
+                if let Some(op) = op {
+                    fields.push((kind, op));
+                }
+            }
+        }
+        if fields.is_empty() {
+            ctx.err(&here, "the exclusion names no field to exclude", Some("add requestHeadersToExclude, requestCookiesToExclude, requestQueryParamsToExclude or requestUrisToExclude"));
+            continue;
+        }
+        out.push(WafExclusion { set: set_name.to_owned(), rule_ids, fields });
+    }
+    out
 }
 
 fn check_priorities(ctx: &mut Ctx<'_>, rules: &[RawRule]) {

@@ -39,6 +39,37 @@ pub(crate) struct RawRule {
     pub header_action: Option<RawHeaderAction>,
     pub rate_limit_options: Option<RawRateLimitOptions>,
     pub redirect_options: Option<RawRedirectOptions>,
+    pub preconfigured_waf_config: Option<RawWafConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawWafConfig {
+    #[serde(default)]
+    pub exclusions: Vec<RawWafExclusion>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawWafExclusion {
+    pub target_rule_set: Option<String>,
+    #[serde(default)]
+    pub target_rule_ids: Vec<String>,
+    #[serde(default)]
+    pub request_headers_to_exclude: Vec<RawFieldParams>,
+    #[serde(default)]
+    pub request_cookies_to_exclude: Vec<RawFieldParams>,
+    #[serde(default)]
+    pub request_query_params_to_exclude: Vec<RawFieldParams>,
+    #[serde(default)]
+    pub request_uris_to_exclude: Vec<RawFieldParams>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawFieldParams {
+    pub op: Option<String>,
+    pub val: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

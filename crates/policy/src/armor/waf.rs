@@ -50,9 +50,68 @@ impl fmt::Display for WafCall {
 /// loaded CRS; `explain` has no request body and passes none (rules calling the WAF are then set
 /// aside, never guessed).
 pub trait WafEvaluator: Sync + fmt::Debug {
-    /// Whether any enabled signature of the call's set matches this request. An error (a set
-    /// with no rule file behind it) means the rule does not match, and is reported.
-    fn evaluate(&self, call: &WafCall) -> Result<bool, String>;
+    /// Whether any enabled signature of the call's set matches this request, leaving out the
+    /// fields the rule's `exclusions` name. An error (a set with no rule file behind it) means
+    /// the rule does not match, and is reported.
+    fn evaluate(&self, call: &WafCall, exclusions: &[WafExclusion]) -> Result<bool, String>;
+}
+
+/// How an exclusion names the fields it takes out of inspection (`op` and `val` of the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldOp {
+    Equals(String),
+    StartsWith(String),
+    EndsWith(String),
+    Contains(String),
+    /// Every field of the kind.
+    EqualsAny,
+}
+
+impl FieldOp {
+    /// Whether the field named (or, for URIs, valued) `name` is excluded. Header names compare
+    /// case-insensitively (HTTP field names are); everything else exactly.
+    pub fn matches(&self, name: &str, case_insensitive: bool) -> bool {
+        let fold = |s: &str| if case_insensitive { s.to_ascii_lowercase() } else { s.to_owned() };
+        let name = fold(name);
+        match self {
+            Self::Equals(v) => name == fold(v),
+            Self::StartsWith(v) => name.starts_with(&fold(v)),
+            Self::EndsWith(v) => name.ends_with(&fold(v)),
+            Self::Contains(v) => name.contains(&fold(v)),
+            Self::EqualsAny => true,
+        }
+    }
+}
+
+/// The kind of request field an exclusion removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExcludedField {
+    /// A request header's value (`requestHeadersToExclude`).
+    Header,
+    /// A cookie's value (`requestCookiesToExclude`).
+    Cookie,
+    /// A query or form parameter's value (`requestQueryParamsToExclude`).
+    QueryParam,
+    /// The request URI, when the URI (path, no query) matches (`requestUrisToExclude`).
+    Uri,
+}
+
+/// One `preconfiguredWafConfig.exclusions[]` entry of a rule: fields of the request that the
+/// named set's signatures (all of them, or `targetRuleIds`) do not inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WafExclusion {
+    /// `targetRuleSet`, as written (`sqli-v33-stable`).
+    pub set: String,
+    /// CRS numbers of `targetRuleIds`; empty: every signature of the set.
+    pub rule_ids: Vec<u32>,
+    pub fields: Vec<(ExcludedField, FieldOp)>,
+}
+
+impl WafExclusion {
+    /// Whether the exclusion is about this call's set and this signature.
+    pub fn applies(&self, call: &WafCall, id: u32) -> bool {
+        self.set == call.set && (self.rule_ids.is_empty() || self.rule_ids.contains(&id))
+    }
 }
 
 /// The version part of signature ids for a set name.

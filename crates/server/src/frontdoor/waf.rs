@@ -15,8 +15,9 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::{HeaderMap, Request};
-use moat_policy::armor::{SecurityPolicy, WafCall, WafEvaluator};
+use moat_policy::armor::{ExcludedField, SecurityPolicy, WafCall, WafEvaluator, WafExclusion};
 use moat_policy::model::Project;
+use moat_waf::rule::Var;
 use moat_waf::{Crs, Inspection, WafRequest};
 
 /// Loads the CRS when a policy of `project` needs it. `Ok(None)`: nothing uses the WAF.
@@ -113,6 +114,8 @@ pub(super) fn waf_request<B>(req: &Request<B>, body: Vec<u8>, policy: &SecurityP
 /// are kept for the decision record.
 pub(super) struct RequestWaf<'r> {
     crs: &'r Crs,
+    /// The request's path (no query), which URI exclusions are matched against.
+    path: &'r str,
     inspection: Mutex<Inspection<'r>>,
     fired: Mutex<Vec<String>>,
 }
@@ -125,7 +128,8 @@ impl std::fmt::Debug for RequestWaf<'_> {
 
 impl<'r> RequestWaf<'r> {
     pub(super) fn new(crs: &'r Crs, request: &'r WafRequest) -> Self {
-        Self { crs, inspection: Mutex::new(crs.inspect(request)), fired: Mutex::new(Vec::new()) }
+        let path = request.uri.split('?').next().unwrap_or_default();
+        Self { crs, path, inspection: Mutex::new(crs.inspect(request)), fired: Mutex::new(Vec::new()) }
     }
 
     /// The signatures that fired, in Cloud Armor's form, in evaluation order.
@@ -135,7 +139,7 @@ impl<'r> RequestWaf<'r> {
 }
 
 impl WafEvaluator for RequestWaf<'_> {
-    fn evaluate(&self, call: &WafCall) -> Result<bool, String> {
+    fn evaluate(&self, call: &WafCall, exclusions: &[WafExclusion]) -> Result<bool, String> {
         if self.crs.family(call.family).is_none() {
             return Err(format!(
                 "`{}` has no rule file in the loaded CRS {} (the `cve` and `json-sqli` canary sets are not part of CRS 3.3)",
@@ -143,9 +147,16 @@ impl WafEvaluator for RequestWaf<'_> {
             ));
         }
         let enabled = |id: u32, paranoia: u8| call.enables(id, paranoia);
-        let no_exclusions = |_: u32, _: moat_waf::rule::Var, _: &str| false;
+        let path = self.path;
+        let excluded = |id: u32, var: Var, key: &str| {
+            exclusions
+                .iter()
+                .filter(|e| e.applies(call, id))
+                .flat_map(|e| e.fields.iter())
+                .any(|(field, op)| excludes(*field, op, var, key, path))
+        };
         let ids = match self.inspection.lock() {
-            Ok(mut inspection) => inspection.evaluate(call.family, &enabled, &no_exclusions),
+            Ok(mut inspection) => inspection.evaluate(call.family, &enabled, &excluded),
             Err(_) => return Err("the WAF inspection failed earlier in this request".to_owned()),
         };
         if let Ok(mut fired) = self.fired.lock() {
@@ -157,5 +168,50 @@ impl WafEvaluator for RequestWaf<'_> {
             }
         }
         Ok(!ids.is_empty())
+    }
+}
+
+/// Which CRS variables a Cloud Armor field exclusion covers: a header's value
+/// (`REQUEST_HEADERS:name`), a cookie's (`REQUEST_COOKIES:name`), a query or form parameter's
+/// (`ARGS:name`, `ARGS_GET:name`, `ARGS_POST:name`), and for a URI exclusion whose operator
+/// matches the request path, the URI variables. Names stay inspected (`*_NAMES`): the exclusions
+/// are about values.
+fn excludes(field: ExcludedField, op: &moat_policy::armor::FieldOp, var: Var, key: &str, path: &str) -> bool {
+    match field {
+        ExcludedField::Header => var == Var::RequestHeaders && op.matches(key, true),
+        ExcludedField::Cookie => var == Var::RequestCookies && op.matches(key, false),
+        ExcludedField::QueryParam => matches!(var, Var::Args | Var::ArgsGet | Var::ArgsPost) && op.matches(key, false),
+        ExcludedField::Uri => {
+            matches!(
+                var,
+                Var::RequestUri | Var::RequestUriRaw | Var::RequestFilename | Var::RequestBasename | Var::RequestLine
+            ) && op.matches(path, false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moat_policy::armor::FieldOp;
+
+    use super::*;
+
+    #[test]
+    fn exclusions_map_to_crs_variables() {
+        let eq = |v: &str| FieldOp::Equals(v.to_owned());
+        assert!(excludes(ExcludedField::Header, &eq("x-raw"), Var::RequestHeaders, "X-Raw", "/"));
+        assert!(!excludes(ExcludedField::Header, &eq("x-raw"), Var::RequestHeadersNames, "X-Raw", "/"));
+        assert!(excludes(ExcludedField::Cookie, &eq("pref"), Var::RequestCookies, "pref", "/"));
+        assert!(!excludes(ExcludedField::Cookie, &eq("pref"), Var::RequestCookies, "Pref", "/"));
+        for var in [Var::Args, Var::ArgsGet, Var::ArgsPost] {
+            assert!(excludes(ExcludedField::QueryParam, &eq("q"), var, "q", "/"));
+        }
+        assert!(!excludes(ExcludedField::QueryParam, &eq("q"), Var::ArgsNames, "q", "/"));
+        let under = FieldOp::StartsWith("/raw".to_owned());
+        assert!(excludes(ExcludedField::Uri, &under, Var::RequestFilename, "", "/raw/x"));
+        assert!(excludes(ExcludedField::Uri, &under, Var::RequestUri, "", "/raw/x"));
+        assert!(!excludes(ExcludedField::Uri, &under, Var::RequestUri, "", "/other"));
+        assert!(!excludes(ExcludedField::Uri, &under, Var::Args, "x", "/raw/x"));
+        assert!(excludes(ExcludedField::Uri, &FieldOp::EqualsAny, Var::RequestLine, "", "/anything"));
     }
 }

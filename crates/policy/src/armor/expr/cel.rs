@@ -217,7 +217,7 @@ impl VariableResolver for Resolver<'_> {
             let index = index.parse::<usize>().ok()?;
             if let Some(Some(call)) = self.waf.get(index) {
                 // No WAF, or a failed evaluation: left undefined, which the interpreter reports.
-                let matched = self.a.waf?.evaluate(call).ok()?;
+                let matched = self.a.waf?.evaluate(call, self.a.waf_exclusions).ok()?;
                 return Some(CowVal::owned(CelBool::from(matched)));
             }
             return self.consts.get(index).map(|v| CowVal::Borrowed(v.as_ref()));

@@ -68,6 +68,8 @@ pub struct Activation<'a> {
     /// The preconfigured WAF for this request; `None` makes `evaluatePreconfiguredWaf()` an
     /// evaluation error (the rule does not match and the error is reported).
     pub waf: Option<&'a dyn super::waf::WafEvaluator>,
+    /// The evaluated rule's `preconfiguredWafConfig.exclusions`.
+    pub waf_exclusions: &'a [super::waf::WafExclusion],
 }
 
 /// The attributes of the published `cloud-armor-v1` environment, and nothing else.

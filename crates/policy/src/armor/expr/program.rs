@@ -260,7 +260,9 @@ impl Node {
             Node::Arith(op, x, y) => arith(*op, x.eval(a)?, y.eval(a)?),
             Node::Call(f, args) => call(f, args, a),
             Node::Waf(c) => match a.waf {
-                Some(waf) => waf.evaluate(c).map(Value::Bool).map_err(|message| EvalError { message }),
+                Some(waf) => {
+                    waf.evaluate(c, a.waf_exclusions).map(Value::Bool).map_err(|message| EvalError { message })
+                }
                 None => {
                     err(format!("`{c}` needs the request body and the CRS rules, which this evaluation does not have"))
                 }
