@@ -50,7 +50,7 @@ pub struct Crs {
     /// The CRS version the files say (`3.3.4`).
     pub version: String,
     families: Vec<Family>,
-    tx_defaults: Vec<(String, Vec<u8>)>,
+    tx_defaults: Vec<crate::engine::TxVar>,
 }
 
 /// One family (one CRS file).
@@ -292,10 +292,10 @@ fn ver(d: &Directive) -> String {
 
 /// The `TX` defaults REQUEST-901 sets when crs-setup.conf did not:
 /// `SecRule &TX:name "@eq 0" "...,setvar:'tx.name=value'"`.
-fn tx_defaults(file: &Path) -> Result<Vec<(String, Vec<u8>)>, LoadError> {
+fn tx_defaults(file: &Path) -> Result<Vec<crate::engine::TxVar>, LoadError> {
     let text = std::fs::read_to_string(file).map_err(|e| LoadError(format!("cannot read {}: {e}", file.display())))?;
     let directives = parse_file(&file.display().to_string(), &text).map_err(|e| LoadError(e.to_string()))?;
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut out: Vec<crate::engine::TxVar> = Vec::new();
     for d in directives {
         let [vars, op, actions] = d.args.as_slice() else { continue };
         if d.name != "SecRule" || !vars.starts_with("&TX:") || op != "@eq 0" {
@@ -306,7 +306,7 @@ fn tx_defaults(file: &Path) -> Result<Vec<(String, Vec<u8>)>, LoadError> {
             let Some((name, value)) = a.value.as_deref().and_then(|v| v.split_once('=')) else { continue };
             let Some(key) = name.strip_prefix("tx.") else { continue };
             if !value.contains("%{") && !out.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
-                out.push((key.to_owned(), value.as_bytes().to_vec()));
+                out.push((key.into(), value.as_bytes().into()));
             }
         }
     }

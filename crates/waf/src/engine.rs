@@ -33,17 +33,21 @@ struct Data<'r> {
 #[derive(Debug, Default)]
 struct State {
     /// `TX`: keys compared ASCII case-insensitively, insertion order kept.
-    tx: Vec<(String, Vec<u8>)>,
+    tx: Vec<TxVar>,
     matched_var: Option<(String, Vec<u8>)>,
     matched_vars: Vec<(String, Vec<u8>)>,
     /// Operator failures (backtracking budget) while inspecting this request.
     errors: u32,
     /// Per-request cache of transformed values, by value and transformation chain.
-    cache: HashMap<CacheKey, Arc<[u8]>, foldhash::fast::RandomState>,
+    cache: HashMap<CacheKey, Vec<u8>, foldhash::fast::RandomState>,
 }
 
 /// (variable, entry index, the rule's `transform_id`).
 type CacheKey = (usize, usize, u32);
+
+/// One `TX` variable. Shared pointers: every set of every request starts from the same 901
+/// defaults, and copying them must not allocate.
+pub type TxVar = (Arc<str>, Arc<[u8]>);
 
 /// Both halves, for macro expansion.
 struct View<'a, 'r> {
@@ -73,26 +77,8 @@ impl Value<'_> {
     }
 }
 
-/// A transformed value: the value itself, a cached transformation, or a fresh one.
-enum Transformed<'v> {
-    Same(&'v [u8]),
-    Cached(Arc<[u8]>),
-    Fresh(Vec<u8>),
-}
-
-impl std::ops::Deref for Transformed<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Self::Same(b) => b,
-            Self::Cached(b) => b,
-            Self::Fresh(b) => b,
-        }
-    }
-}
-
 impl<'r> Transaction<'r> {
-    pub fn new(request: &'r WafRequest, tx_defaults: &[(String, Vec<u8>)]) -> Transaction<'r> {
+    pub fn new(request: &'r WafRequest, tx_defaults: &[TxVar]) -> Transaction<'r> {
         Transaction {
             data: Data { request, collections: Collections::parse(request) },
             state: State { tx: tx_defaults.to_vec(), ..State::default() },
@@ -101,7 +87,7 @@ impl<'r> Transaction<'r> {
 
     /// Back to the `TX` a fresh transaction starts with (before evaluating another set); the
     /// parsed request and the transformation cache stay.
-    pub fn reset_tx(&mut self, tx_defaults: &[(String, Vec<u8>)]) {
+    pub fn reset_tx(&mut self, tx_defaults: &[TxVar]) {
         self.state.tx.clear();
         self.state.tx.extend_from_slice(tx_defaults);
         self.state.matched_var = None;
@@ -153,8 +139,8 @@ fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn 
             }
             hit
         } else {
-            let transformed = state.transformed(&value, rule);
-            state.check(data, rule, &transformed)
+            let outcome = state.transform_and_run(data, &value, rule);
+            state.resolve(outcome, rule.negated)
         };
         if let Some(captures) = hit {
             matched = true;
@@ -175,7 +161,12 @@ impl State {
     /// Runs the operator; `Some(captures)` on a match (negation applied).
     fn check(&mut self, data: &Data<'_>, rule: &Rule, input: &[u8]) -> Option<Vec<Vec<u8>>> {
         let outcome = rule.operator.run(input, rule.capture, &View { data, state: self });
-        match (outcome, rule.negated) {
+        self.resolve(outcome, rule.negated)
+    }
+
+    /// An operator's outcome as a match (`Some(captures)`, negation applied); failures counted.
+    fn resolve(&mut self, outcome: Outcome, negated: bool) -> Option<Vec<Vec<u8>>> {
+        match (outcome, negated) {
             (Outcome::Yes(c), false) => Some(c),
             (Outcome::No, true) => Some(Vec::new()),
             (Outcome::Error, _) => {
@@ -186,22 +177,25 @@ impl State {
         }
     }
 
-    /// The value through the rule's transformations; request values are transformed once per
-    /// distinct chain (rules share chains: `t:none,t:urlDecodeUni,...`).
-    fn transformed<'v>(&mut self, value: &'v Value<'_>, rule: &Rule) -> Transformed<'v> {
+    /// Runs the rule's operator on the value through the rule's transformations. Request
+    /// values are transformed once per distinct chain (rules share chains:
+    /// `t:none,t:urlDecodeUni,...`) and read from the cache in place.
+    fn transform_and_run(&mut self, data: &Data<'_>, value: &Value<'_>, rule: &Rule) -> Outcome {
+        let run = |input: &[u8], state: &State| rule.operator.run(input, rule.capture, &View { data, state });
         if rule.transforms.is_empty() {
-            return Transformed::Same(value.bytes.as_ref());
+            return run(&value.bytes, self);
         }
         let (Some((var, index)), Some(chain)) = (value.identity, rule.transform_id) else {
-            return Transformed::Fresh(apply_all(&value.bytes, &rule.transforms));
+            return run(&apply_all(&value.bytes, &rule.transforms), self);
         };
         let key = (var, index, chain);
-        if let Some(out) = self.cache.get(&key) {
-            return Transformed::Cached(Arc::clone(out));
+        if let Some(cached) = self.cache.get(&key) {
+            return run(cached, self);
         }
-        let out: Arc<[u8]> = apply_all(&value.bytes, &rule.transforms).into();
-        self.cache.insert(key, Arc::clone(&out));
-        Transformed::Cached(out)
+        let out = apply_all(&value.bytes, &rule.transforms);
+        let outcome = run(&out, self);
+        self.cache.insert(key, out);
+        outcome
     }
 
     fn set_captures(&mut self, captures: Vec<Vec<u8>>) {
@@ -212,13 +206,13 @@ impl State {
 
     fn set_tx(&mut self, key: &str, value: Vec<u8>) {
         match self.tx.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
-            Some((_, v)) => *v = value,
-            None => self.tx.push((key.to_owned(), value)),
+            Some((_, v)) => *v = value.into(),
+            None => self.tx.push((key.into(), value.into())),
         }
     }
 
     fn tx_value(&self, key: &str) -> Option<&[u8]> {
-        self.tx.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_slice())
+        self.tx.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| &**v)
     }
 
     fn run_setvars(&mut self, data: &Data<'_>, rule: &Rule) {
@@ -362,8 +356,8 @@ impl<'r> Data<'r> {
                     if target.selector.as_ref().is_none_or(|s| s.matches(k)) {
                         out.push(Value {
                             prefix: "TX",
-                            key: Some(Cow::Owned(k.clone())),
-                            bytes: Cow::Owned(v.clone()),
+                            key: Some(Cow::Owned(k.to_string())),
+                            bytes: Cow::Owned(v.to_vec()),
                             identity: None,
                         });
                     }

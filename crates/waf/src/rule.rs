@@ -125,6 +125,9 @@ pub enum Selector {
     /// Compared ASCII case-insensitively, as ModSecurity does.
     Name(String),
     Regex(regex::Regex),
+    /// A `/regex/` that is a plain word (`/__utm/`): a case-insensitive substring test, which
+    /// is what the regex means and much cheaper per value.
+    Contains(String),
 }
 
 impl Selector {
@@ -132,6 +135,9 @@ impl Selector {
         match self {
             Selector::Name(n) => n.eq_ignore_ascii_case(key),
             Selector::Regex(r) => r.is_match(key),
+            Selector::Contains(word) => {
+                key.as_bytes().windows(word.len().max(1)).any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+            }
         }
     }
 }
@@ -327,6 +333,9 @@ fn split_targets(text: &str) -> Vec<&str> {
 fn selector(key: &str) -> Result<Selector, String> {
     let key = key.trim_matches('\'');
     match key.strip_prefix('/').and_then(|k| k.strip_suffix('/')) {
+        Some(re) if !re.is_empty() && re.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
+            Ok(Selector::Contains(re.to_ascii_lowercase()))
+        }
         Some(re) => regex::RegexBuilder::new(re)
             .case_insensitive(true)
             .build()
