@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use std::io::Write as _;
 
-use moat_policy::edge::{DEPENDS_ON_REQUEST, EdgeFacts};
+use moat_policy::edge::{DEPENDS_ON_REQUEST, EdgeFacts, Gate};
 use moat_policy::explain::{Answer, Query, for_each_answer, layer_of, matrix, query};
-use moat_policy::{Effect, Entry, Origin, Principal};
+use moat_policy::{Effect, Entry, Layer, Origin, Principal};
 
 use crate::exit::{Exit, report};
 
@@ -155,14 +155,19 @@ fn print_matrix(project: &moat_policy::Project, service: Option<&str>, format: F
             Format::Human => {
                 let widths = column_widths(project);
                 let mut current = String::new();
+                let mut depends = false;
                 for_each_answer(project, service, |a| {
                     if a.service != current {
                         write(&format!("{}{}\n", if current.is_empty() { "" } else { "\n" }, a.service));
                         current.clone_from(&a.service);
                     }
+                    depends |= a.edge == Some(Gate::Depends);
                     write(&matrix_row(&a, widths));
                 })
                 .map_err(|e| e.to_string())?;
+                if depends {
+                    write(DEPENDS_NOTE);
+                }
             }
             Format::Dot => write(&matrix_dot(&matrix(project, service).map_err(|e| e.to_string())?)),
             Format::Html => write(&html::render(
@@ -321,23 +326,41 @@ fn matrix_row(a: &Answer, (wo, we, wp): (usize, usize, usize)) -> String {
         _ => "deny".to_owned(),
     };
     let why = a.reasons.last().map(|r| r.code).unwrap_or_default();
-    format!("  {:<wo$}  {:<we$}  {:<wp$}  {outcome:<24} {why}\n", a.origin, a.entry, a.principal)
+    let edge = if a.edge == Some(Gate::Depends) { "  ? edge" } else { "" };
+    format!("  {:<wo$}  {:<we$}  {:<wp$}  {outcome:<24} {why}{edge}\n", a.origin, a.entry, a.principal)
 }
 
+/// Under a human matrix with rows marked `? edge`.
+const DEPENDS_NOTE: &str = "\n? edge: the load balancer's security policy refuses some requests and not others, and the matrix has no request facts; ask `moat explain PROJECT --service NAME --from ORIGIN --via lb:NAME` with `--method`, `--path`, `--source-ip` or `--header`\n";
+
 /// Who reaches what: one edge per (caller, service) pair that has at least one allowed path,
-/// labelled with the doors it may use.
+/// labelled with the doors it may use (`lb:NAME (edge: depends)` when the load balancer's
+/// security policy refuses some requests); and one red dashed edge per (origin, service) pair
+/// with a load balancer the network reaches but whose policy refuses every request.
 fn matrix_dot(answers: &[Answer]) -> String {
     use std::collections::BTreeMap;
     let mut edges: BTreeMap<(String, &str), Vec<String>> = BTreeMap::new();
-    for a in answers.iter().filter(|a| a.effect == Effect::Allow) {
-        let from = if a.origin.starts_with("service:") || a.principal == "anonymous" {
-            a.origin.clone()
-        } else {
-            format!("{} as {}", a.origin, a.principal)
-        };
-        let label = edges.entry((from, a.service.as_str())).or_default();
-        if !label.contains(&a.entry) {
-            label.push(a.entry.clone());
+    let mut closed: BTreeMap<(String, &str), Vec<String>> = BTreeMap::new();
+    let add = |label: &mut Vec<String>, door: String| {
+        if !label.contains(&door) {
+            label.push(door);
+        }
+    };
+    for a in answers {
+        if a.effect == Effect::Allow {
+            let from = if a.origin.starts_with("service:") || a.principal == "anonymous" {
+                a.origin.clone()
+            } else {
+                format!("{} as {}", a.origin, a.principal)
+            };
+            let door =
+                if a.edge == Some(Gate::Depends) { format!("{} (edge: depends)", a.entry) } else { a.entry.clone() };
+            add(edges.entry((from, a.service.as_str())).or_default(), door);
+        } else if a.edge == Some(Gate::Closed) && a.layer == Some(Layer::Edge) {
+            add(
+                closed.entry((a.origin.clone(), a.service.as_str())).or_default(),
+                format!("{} (edge: closed)", a.entry),
+            );
         }
     }
     let mut s = String::from("digraph moat {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
@@ -346,6 +369,15 @@ fn matrix_dot(answers: &[Answer]) -> String {
         let _ = writeln!(
             s,
             "  \"{}\" -> \"{}\" [label=\"{}\"];",
+            q(from),
+            q(&format!("service:{to}")),
+            q(&label.join(", "))
+        );
+    }
+    for ((from, to), label) in &closed {
+        let _ = writeln!(
+            s,
+            "  \"{}\" -> \"{}\" [label=\"{}\", style=dashed, color=red, fontcolor=red];",
             q(from),
             q(&format!("service:{to}")),
             q(&label.join(", "))

@@ -1,5 +1,6 @@
 //! Snapshots of what `moat explain` shows people, on examples/shop: single answers (human
-//! trace), the matrix for one service, and the DOT graph.
+//! trace), the matrix for one service, and the DOT graph; and the matrix over load balancers
+//! whose security policies close an entry or depend on the request (tests/fixtures/edge_matrix).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -110,4 +111,58 @@ fn edge_rules_needing_facts_the_query_lacks_are_set_aside() {
     let out = explain(&["--service", "web", "--from", "internet", "--via", "lb:shop-edge"]);
     assert!(out.contains("depends on request attributes: request.path/request.query (--path)"), "{out}");
     insta::assert_snapshot!(out);
+}
+
+/// Runs `moat explain crates/moat/tests/fixtures/DIR ARGS...`; expects success.
+fn explain_fixture(dir: &str, args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .current_dir(root)
+        .arg("explain")
+        .arg(Path::new("tests/fixtures").join(dir))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("moat runs");
+    assert!(out.status.success(), "moat explain {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+#[test]
+fn matrix_marks_the_entries_a_security_policy_closes() {
+    // lb:closed refuses every request; lb:partner all but one address range; lb:open none.
+    let out = explain_fixture("edge_matrix", &[]);
+    let internet: Vec<&str> = out.lines().filter(|l| l.starts_with("  internet ")).collect();
+    assert!(internet.iter().any(|l| l.contains("lb:closed") && l.contains("deny  403 edge")), "{out}");
+    assert!(internet.iter().any(|l| l.contains("lb:partner") && l.ends_with("? edge")), "{out}");
+    insta::assert_snapshot!(format!("{}\n{}", internet.join("\n"), out.lines().last().unwrap_or_default()));
+
+    let json: serde_json::Value = serde_json::from_str(&explain_fixture("edge_matrix", &["--format", "json"])).unwrap();
+    for d in json["decisions"].as_array().unwrap() {
+        let (entry, effect, layer) = (d["entry"].as_str().unwrap(), &d["effect"], &d["layer"]);
+        match entry {
+            "lb:closed" => assert_eq!(
+                (d["edge"].as_str(), effect.as_str(), layer.as_str()),
+                (Some("closed"), Some("deny"), Some("edge")),
+                "{d}"
+            ),
+            "lb:partner" => assert_eq!((d["edge"].as_str(), effect.as_str()), (Some("depends"), Some("allow")), "{d}"),
+            "lb:open" => assert_eq!((d["edge"].as_str(), effect.as_str()), (Some("open"), Some("allow")), "{d}"),
+            _ => assert!(d.get("edge").is_none(), "{d}"),
+        }
+    }
+
+    // A single question is answered as before: with no request facts, the policy's default
+    // rule refuses, and the rule that could allow is set aside.
+    let single = explain_fixture("edge_matrix", &["--service", "web", "--from", "internet", "--via", "lb:partner"]);
+    assert!(single.contains("DENY at edge: HTTP 403") && single.contains("? rule 1000 (allow)"), "{single}");
+
+    let dot = explain_fixture("edge_matrix", &["--format", "dot"]);
+    assert!(
+        dot.contains(
+            r#""internet" -> "service:web" [label="lb:closed (edge: closed)", style=dashed, color=red, fontcolor=red];"#
+        ),
+        "{dot}"
+    );
+    assert!(dot.contains(r#""internet" -> "service:web" [label="lb:partner (edge: depends), lb:open"];"#), "{dot}");
 }

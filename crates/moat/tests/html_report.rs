@@ -174,12 +174,14 @@ fn render_and_match_the_matrix(name: &str, input: &Path) -> (String, Vec<Element
     let json: serde_json::Value = serde_json::from_str(&moat_explain(input, &["--format", "json"])).unwrap();
     let decisions = json["decisions"].as_array().unwrap();
     let mut expected: BTreeMap<(String, String, String), bool> = BTreeMap::new();
+    let mut gates: BTreeMap<(String, String, String), Option<String>> = BTreeMap::new();
     for d in decisions {
         let key = (
             d["origin"].as_str().unwrap().to_owned(),
             d["entry"].as_str().unwrap().to_owned(),
             d["service"].as_str().unwrap().to_owned(),
         );
+        gates.insert(key.clone(), d.get("edge").map(|e| e.as_str().unwrap().to_owned()));
         *expected.entry(key).or_default() |= d["effect"] == "allow";
     }
     let paths: Vec<Element> =
@@ -188,6 +190,8 @@ fn render_and_match_the_matrix(name: &str, input: &Path) -> (String, Vec<Element
     for ((origin, entry, service), allowed) in &expected {
         let p = path(&paths, origin, entry, service);
         assert_eq!(p.attrs["data-effect"], if *allowed { "allow" } else { "deny" }, "{origin} → {entry} → {service}");
+        let key = (origin.clone(), entry.clone(), service.clone());
+        assert_eq!(p.attrs.get("data-edge"), gates[&key].as_ref(), "{origin} → {entry} → {service}: data-edge");
         for n in p.attrs["data-nodes"].split(' ') {
             assert!(
                 dom.contains(&format!(" id=\"{}\"", n.replace('&', "&amp;").replace('"', "&quot;"))),
@@ -267,6 +271,33 @@ fn insecure_report_in_chromium() {
     assert_eq!(p.attrs["data-effect"], "deny");
     assert!(p.title.contains("refused at ingress (HTTP 404)"), "{}", p.title);
     assert!(p.title.contains("[ingress.internal_only] services/inventory.yaml:7"), "{}", p.title);
+}
+
+#[test]
+fn edge_policy_report_in_chromium_marks_closed_and_depending_entries() {
+    let fixture = root().join("crates/moat/tests/fixtures/edge_matrix");
+    let (dom, paths) = render_and_match_the_matrix("edge", &fixture);
+    // Closed: refused at the edge for every principal, and the hover says by what.
+    let p = path(&paths, "internet", "lb:closed", "web");
+    assert_eq!((p.attrs["data-effect"].as_str(), p.attrs["data-edge"].as_str()), ("deny", "closed"));
+    assert!(p.title.contains("closed: the security policy of lb:closed refuses every request"), "{}", p.title);
+    assert!(p.title.contains("refused at edge (HTTP 403) for all 2 principals"), "{}", p.title);
+    assert!(p.title.contains("[edge.default_rule] armor/closed.json:6"), "{}", p.title);
+    // Depends: drawn as without the policy, the rules that decide on hover.
+    let p = path(&paths, "internet", "lb:partner", "web");
+    assert_eq!((p.attrs["data-effect"].as_str(), p.attrs["data-edge"].as_str()), ("allow", "depends"));
+    assert!(p.title.contains("? the security policy of lb:partner refuses some requests"), "{}", p.title);
+    assert!(
+        p.title.contains("? rule 1000 (allow) depends on request attributes: origin.ip (--source-ip)"),
+        "{}",
+        p.title
+    );
+    assert_eq!(path(&paths, "internet", "lb:open", "web").attrs["data-edge"], "open");
+    assert!(!path(&paths, "internet", "default-url", "web").attrs.contains_key("data-edge"));
+    let rows = elements(&dom, "tr");
+    let closed = rows.iter().filter(|r| r.attrs.get("data-edge").map(String::as_str) == Some("closed")).count();
+    let on_closed = rows.iter().filter(|r| r.attrs.get("data-entry").map(String::as_str) == Some("lb:closed")).count();
+    assert!(closed > 0 && closed == on_closed, "every table row through lb:closed has data-edge=closed");
 }
 
 #[test]

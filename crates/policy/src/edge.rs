@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use serde::Serialize;
+
 use crate::armor::expr::Attribute;
 use crate::armor::{Action, EdgeRequest, EdgeVerdict, GeoTable, KeyPart, Match, Rule, SecurityPolicy};
 use crate::decision::Reason;
@@ -164,6 +166,58 @@ pub fn evaluate<'p>(policy: &'p SecurityPolicy, geo: &GeoTable, facts: &EdgeFact
     verdict
 }
 
+/// What a load balancer's security policy does to every request, as the matrix (which has no
+/// request facts) can tell: `explain --format json` prints it as a row's `edge` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gate {
+    /// Every request goes on to ingress (allowed, or counted by a rate limit it conforms to
+    /// while its key stays under the limit).
+    Open,
+    /// Some requests are refused and others go on: which depends on the request.
+    Depends,
+    /// Every request is refused, whatever it carries.
+    Closed,
+}
+
+/// The policy evaluated with no request facts, and what that says about every request.
+#[derive(Debug, Clone)]
+pub struct MatrixEdge<'p> {
+    pub gate: Gate,
+    /// As `explain --via lb:NAME` without request facts evaluates it: the rules that need
+    /// facts set aside (`edge.depends_on_request`), the first other matching rule deciding.
+    pub verdict: EdgeVerdict<'p>,
+}
+
+/// Evaluates `policy` for the matrix: with no request facts, rules that read the request are
+/// set aside, and the rest decide the same for every request. The deciding rule's answer holds
+/// for every request unless a set-aside rule above it (not in preview) matches first, so the
+/// policy is closed when the decision refuses and no set-aside rule above it could let a
+/// request through, open when it admits and none could refuse one, and depends otherwise. A
+/// rate limit could do either (its exceed action refuses).
+pub fn for_matrix<'p>(policy: &'p SecurityPolicy, geo: &GeoTable, host: &str) -> MatrixEdge<'p> {
+    let facts = EdgeFacts::default();
+    let verdict = evaluate(policy, geo, &facts, host);
+    let decider = verdict.priority();
+    let mut set_aside = policy
+        .rules()
+        .iter()
+        .take_while(|r| r.priority < decider)
+        .filter(|r| !r.preview && !facts.missing(policy, geo, r).is_empty());
+    let gate = if verdict.outcome.status().is_some() {
+        if set_aside.any(|r| !matches!(r.action, Action::Deny(_) | Action::Redirect(_))) {
+            Gate::Depends
+        } else {
+            Gate::Closed
+        }
+    } else if set_aside.any(|r| !matches!(r.action, Action::Allow)) {
+        Gate::Depends
+    } else {
+        Gate::Open
+    };
+    MatrixEdge { gate, verdict }
+}
+
 /// Whether `rule` reads `origin.region_code` or `origin.asn`, or counts by `REGION_CODE`.
 fn reads_geo(rule: &Rule) -> bool {
     let by_expr = match &rule.matcher {
@@ -199,53 +253,4 @@ fn located(geo: &GeoTable, ip: IpAddr, request: &EdgeRequest) -> String {
 }
 
 #[cfg(test)]
-#[expect(clippy::panic, reason = "tests fail on a policy that does not load")]
-mod tests {
-    use super::*;
-
-    const POLICY: &str = r#"{"name":"p","rules":[
-      {"action":"deny(403)","priority":10,"match":{"versionedExpr":"SRC_IPS_V1","config":{"srcIpRanges":["192.0.2.0/24"]}}},
-      {"action":"deny(404)","priority":20,"match":{"expr":{"expression":"request.path.startsWith('/admin')"}}},
-      {"action":"allow","priority":2147483647,"match":{"versionedExpr":"SRC_IPS_V1","config":{"srcIpRanges":["*"]}}}]}"#;
-
-    fn policy() -> SecurityPolicy {
-        SecurityPolicy::from_json(POLICY, "armor/p.json").unwrap_or_else(|e| panic!("{e:?}"))
-    }
-
-    fn codes(v: &EdgeVerdict<'_>) -> Vec<&'static str> {
-        v.reasons.iter().map(|r| r.code).collect()
-    }
-
-    #[test]
-    fn rules_needing_unknown_facts_are_set_aside_and_said_to_depend() {
-        let p = policy();
-        let v = evaluate(&p, &GeoTable::default(), &EdgeFacts::default(), "h");
-        assert_eq!(v.priority(), 2_147_483_647);
-        assert_eq!(codes(&v), [DEPENDS_ON_REQUEST, DEPENDS_ON_REQUEST, "edge.default_rule"]);
-        assert!(v.reasons.first().is_some_and(|r| r.message.contains("origin.ip (--source-ip)")));
-    }
-
-    #[test]
-    fn known_facts_decide_exactly_as_the_evaluator() {
-        let p = policy();
-        let facts = EdgeFacts {
-            method: Some("GET".into()),
-            target: Some("/admin/x".into()),
-            source_ip: Some(IpAddr::from([198, 51, 100, 1])),
-            headers: Some(Vec::new()),
-        };
-        let v = evaluate(&p, &GeoTable::default(), &facts, "h");
-        assert_eq!(v.priority(), 20);
-        assert_eq!(codes(&v), ["edge.rule_matched"]);
-        let direct = p.evaluate(&facts.request("h", &GeoTable::default()));
-        assert_eq!(direct.reasons, v.reasons);
-        // A rule already decided before an unknown one: nothing depends.
-        let v = evaluate(
-            &p,
-            &GeoTable::default(),
-            &EdgeFacts { source_ip: Some(IpAddr::from([192, 0, 2, 1])), ..EdgeFacts::default() },
-            "h",
-        );
-        assert_eq!((v.priority(), codes(&v)), (10, vec!["edge.rule_matched"]));
-    }
-}
+mod tests;

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::decision::{Decision, Effect, Layer, Reason};
-use crate::edge::EdgeFacts;
+use crate::edge::{EdgeFacts, Gate};
 use crate::model::{Member, NetworkRef, Project, Service};
-use crate::path::{QueryError, admit, admit_with_edge, invoke, lookup_service};
+use crate::path::{QueryError, admit_for_matrix, admit_with_edge, invoke, lookup_service, matrix_edge};
 use crate::request::{Entry, GoogleProduct, Origin, Principal, TokenFacts};
 
 /// One answered question, in the JSON shape `explain --format json` prints.
@@ -23,6 +23,11 @@ pub struct Answer {
     pub status: Option<u16>,
     pub layer: Option<Layer>,
     pub reasons: Vec<Reason>,
+    /// Matrix only, for a load balancer with a security policy: whether the policy refuses
+    /// every request (`closed`, and the row is refused at the edge), some depending on the
+    /// request (`depends`) or none (`open`). Absent otherwise, and for a single query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<Gate>,
 }
 
 impl Answer {
@@ -36,6 +41,7 @@ impl Answer {
             status: d.status,
             layer: d.layer,
             reasons: d.reasons,
+            edge: None,
         }
     }
 }
@@ -148,7 +154,9 @@ pub fn principals(project: &Project) -> Vec<Principal> {
 
 /// The matrix for one service (or all): every origin × entry × principal. A calling service
 /// acts as its runtime service account only, which is the identity its tokens carry; other
-/// origins are asked as anonymous and as every principal the project names.
+/// origins are asked as anonymous and as every principal the project names. A load balancer's
+/// security policy is evaluated with no request facts (`path::admit_for_matrix`): a policy that
+/// refuses every request closes the entry, one that refuses some says so in the reasons.
 pub fn matrix(project: &Project, only: Option<&str>) -> Result<Vec<Answer>, QueryError> {
     let mut out = Vec::new();
     for_each_answer(project, only, |a| out.push(a))?;
@@ -172,16 +180,26 @@ pub fn for_each_answer(project: &Project, only: Option<&str>, mut emit: impl FnM
                 .or_insert_with(|| invoke(Vec::new(), token_for(p, service, None).as_ref(), service, project))
                 .clone()
         };
+        // A security policy is evaluated without request facts, so once per entry.
+        let doors = entries(project, service)
+            .into_iter()
+            .map(|e| Ok((matrix_edge(project, service, &e)?, e)))
+            .collect::<Result<Vec<_>, QueryError>>()?;
         for origin in origins(project, &service.name) {
             let callers = match &origin {
                 Origin::Service(_) => vec![default_principal(project, &origin)?],
                 _ => all_principals.clone(),
             };
-            for entry in entries(project, service) {
-                match admit(project, service, &origin, &entry)? {
+            for (edge, entry) in &doors {
+                let gate = edge.as_ref().map(|m| m.gate);
+                let answer = |p: &Principal, d: Decision| Answer {
+                    edge: gate,
+                    ..Answer::new(&service.name, &origin, entry, p, d)
+                };
+                match admit_for_matrix(project, service, &origin, entry, edge.as_ref())? {
                     Err(d) => {
                         for p in &callers {
-                            emit(Answer::new(&service.name, &origin, &entry, p, d.clone()));
+                            emit(answer(p, d.clone()));
                         }
                     }
                     Ok(prefix) => {
@@ -190,7 +208,7 @@ pub fn for_each_answer(project: &Project, only: Option<&str>, mut emit: impl FnM
                             let mut reasons = prefix.clone();
                             reasons.append(&mut d.reasons);
                             d.reasons = reasons;
-                            emit(Answer::new(&service.name, &origin, &entry, p, d));
+                            emit(answer(p, d));
                         }
                     }
                 }
@@ -210,3 +228,6 @@ pub fn layer_of(code: &str) -> Layer {
         _ => Layer::Authorization,
     }
 }
+
+#[cfg(test)]
+mod tests;

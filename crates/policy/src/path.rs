@@ -1,12 +1,14 @@
 //! One request's whole path, layer by layer: network → edge → ingress → authentication →
 //! authorization. `explain` and the front door both run this order; the edge stage (a load
 //! balancer's security policy) runs when the request facts are known: always at the front door,
-//! for `explain`'s single query (`admit_with_edge`), not for the matrix.
+//! for `explain`'s single query (`admit_with_edge`); the matrix, which has none, evaluates it
+//! with the rules that read the request set aside (`admit_for_matrix`).
 
 use crate::armor::{EdgeOutcome, EdgeRequest, EdgeVerdict, ExceedAction, HeaderToAdd, Redirect};
 use crate::authn::authenticate;
 use crate::authz::authorize;
 use crate::decision::{Decision, Layer, Reason};
+use crate::edge::{Gate, MatrixEdge};
 use crate::egress::{Destination, origin_of_call};
 use crate::ingress::{Door, ingress};
 use crate::model::{LbScheme, LoadBalancer, Project, Service};
@@ -119,14 +121,84 @@ pub fn admit(
 }
 
 /// [`admit`], with the load balancer's security policy evaluated between network and ingress
-/// for the request facts `edge` gives (`explain`'s single query). `None` leaves the edge out
-/// (the matrix, which has no request facts).
+/// for the request facts `edge` gives (`explain`'s single query). `None` leaves the edge out.
 pub fn admit_with_edge(
     project: &Project,
     service: &Service,
     origin: &Origin,
     entry: &Entry,
     edge: Option<&crate::edge::EdgeFacts>,
+) -> Result<Result<Vec<Reason>, Decision>, QueryError> {
+    admit_inner(project, service, origin, entry, edge.map_or(EdgeStage::Skip, EdgeStage::Query))
+}
+
+/// [`admit`] for the matrix, with `edge` (what [`matrix_edge`] said of the entry's security
+/// policy) between network and ingress: a closed policy refuses at the edge, an open one lets
+/// the request on with its reasons, and one that depends on the request lets it on with the
+/// `edge.depends_on_request` reasons that say which rules could refuse it.
+pub fn admit_for_matrix(
+    project: &Project,
+    service: &Service,
+    origin: &Origin,
+    entry: &Entry,
+    edge: Option<&MatrixEdge<'_>>,
+) -> Result<Result<Vec<Reason>, Decision>, QueryError> {
+    admit_inner(project, service, origin, entry, edge.map_or(EdgeStage::Skip, EdgeStage::Matrix))
+}
+
+/// The security policy of the load balancer `entry` names, evaluated for the matrix; `None`
+/// when the entry is not a load balancer or has no policy.
+pub fn matrix_edge<'p>(
+    project: &'p Project,
+    service: &Service,
+    entry: &Entry,
+) -> Result<Option<MatrixEdge<'p>>, QueryError> {
+    let Some(lb) = resolve_entry(project, service, entry)?.lb else {
+        return Ok(None);
+    };
+    Ok(project.security_policy(lb).map(|p| crate::edge::for_matrix(p, &project.geo, &lb_host(lb))))
+}
+
+/// What the edge stage of [`admit_inner`] evaluates.
+#[derive(Clone, Copy)]
+enum EdgeStage<'a, 'p> {
+    /// Nothing: the edge is left out.
+    Skip,
+    /// The policy, for the facts a single query gives.
+    Query(&'a crate::edge::EdgeFacts),
+    /// The matrix's evaluation of the policy, with no request facts.
+    Matrix(&'a MatrixEdge<'p>),
+}
+
+/// The edge stage for the matrix: a refusal only when the policy refuses every request.
+fn matrix_edge_admits(edge: &MatrixEdge<'_>) -> Result<Vec<Reason>, Decision> {
+    match (edge_admits(&edge.verdict, RateCheck::Uncounted), edge.gate) {
+        (Ok((reasons, _)), _) => Ok(reasons),
+        (Err(d), Gate::Closed) => Err(d),
+        // The decision refuses, but a set-aside rule above it could let the request through.
+        (Err(d), Gate::Open | Gate::Depends) => {
+            let mut reasons: Vec<Reason> =
+                d.reasons.iter().filter(|r| r.code == crate::edge::DEPENDS_ON_REQUEST).cloned().collect();
+            let decided = d.reasons.last().map(|r| r.message.as_str()).unwrap_or_default();
+            reasons.push(Reason::new(
+                crate::edge::DEPENDS_ON_REQUEST,
+                format!(
+                    "the security policy refuses every request that no rule set aside above lets through ({decided}); whether this one gets through depends on the request"
+                ),
+                Some(&edge.verdict.rule.source),
+            ));
+            Ok(reasons)
+        }
+    }
+}
+
+/// Network, then the edge as `edge` says, then ingress.
+fn admit_inner(
+    project: &Project,
+    service: &Service,
+    origin: &Origin,
+    entry: &Entry,
+    edge: EdgeStage<'_, '_>,
 ) -> Result<Result<Vec<Reason>, Decision>, QueryError> {
     let resolved = resolve_entry(project, service, entry)?;
     let (net, mut reasons) = resolve_origin(project, origin, resolved)?;
@@ -139,14 +211,23 @@ pub fn admit_with_edge(
         Ok(((), mut r)) => reasons.append(&mut r),
         Err(d) => return Ok(Err(prefix(d, reasons))),
     }
-    if let (Some(facts), Some(lb)) = (edge, resolved.lb)
-        && let Some(policy) = project.security_policy(lb)
-    {
-        let verdict = crate::edge::evaluate(policy, &project.geo, facts, &lb_host(lb));
-        match edge_admits(&verdict, RateCheck::Uncounted) {
-            Ok((mut r, _)) => reasons.append(&mut r),
-            Err(d) => return Ok(Err(prefix(d, reasons))),
+    match edge {
+        EdgeStage::Query(facts) => {
+            if let Some(lb) = resolved.lb
+                && let Some(policy) = project.security_policy(lb)
+            {
+                let verdict = crate::edge::evaluate(policy, &project.geo, facts, &lb_host(lb));
+                match edge_admits(&verdict, RateCheck::Uncounted) {
+                    Ok((mut r, _)) => reasons.append(&mut r),
+                    Err(d) => return Ok(Err(prefix(d, reasons))),
+                }
+            }
         }
+        EdgeStage::Matrix(m) => match matrix_edge_admits(m) {
+            Ok(mut r) => reasons.append(&mut r),
+            Err(d) => return Ok(Err(prefix(d, reasons))),
+        },
+        EdgeStage::Skip => {}
     }
     match ingress(&net, resolved.door, service, project) {
         Ok(((), mut r)) => reasons.append(&mut r),

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use moat_policy::edge::DEPENDS_ON_REQUEST;
+use moat_policy::edge::{DEPENDS_ON_REQUEST, Gate};
 use moat_policy::explain::{Answer, layer_of};
 use moat_policy::{Effect, Layer};
 
@@ -225,10 +225,11 @@ impl<'a> Graph<'a> {
         let entry = p.answers.first().map(|a| a.entry.clone()).unwrap_or_default();
         let allowed = p.answers.iter().filter(|a| a.effect == Effect::Allow).count();
         let effect = effect_name(path_effect(p));
+        let edge = edge_attr(p.answers.first().and_then(|a| a.edge));
         let (x0, x1, x2, x3) = (ORIGIN_X + NODE_W, ENTRY_X, ENTRY_X + NODE_W, SERVICE_X);
         let (m0, m1) = ((x0 + x1) / 2.0, (x2 + x3) / 2.0);
         format!(
-            "<path class=\"edge {effect}\" d=\"M{x0},{y0:.1} C{m0},{y0:.1} {m0},{y1:.1} {x1},{y1:.1} L{x2},{y1:.1} C{m1},{y1:.1} {m1},{y2:.1} {x3},{y2:.1}\" data-origin=\"{}\" data-entry=\"{}\" data-service=\"{}\" data-effect=\"{effect}\" data-allowed=\"{allowed}\" data-refused=\"{}\" data-nodes=\"origin-{} entry-{} service-{}\" tabindex=\"0\"><title>{}</title></path>\n",
+            "<path class=\"edge {effect}\" d=\"M{x0},{y0:.1} C{m0},{y0:.1} {m0},{y1:.1} {x1},{y1:.1} L{x2},{y1:.1} C{m1},{y1:.1} {m1},{y2:.1} {x3},{y2:.1}\" data-origin=\"{}\" data-entry=\"{}\" data-service=\"{}\" data-effect=\"{effect}\"{edge} data-allowed=\"{allowed}\" data-refused=\"{}\" data-nodes=\"origin-{} entry-{} service-{}\" tabindex=\"0\"><title>{}</title></path>\n",
             esc(&origin),
             esc(&entry),
             esc(&service),
@@ -334,18 +335,33 @@ type Refusal = (Option<Layer>, Option<u16>, Vec<String>);
 /// reasons, principals that meet the same refusal grouped together.
 fn hover(origin: &str, entry: &str, service: &str, answers: &[&Answer]) -> String {
     let mut s = format!("{origin} → {entry} → {service}\n");
+    match answers.first().and_then(|a| a.edge) {
+        Some(Gate::Closed) => {
+            let _ = writeln!(s, "closed: the security policy of {entry} refuses every request");
+        }
+        Some(Gate::Depends) => {
+            let _ = writeln!(
+                s,
+                "? the security policy of {entry} refuses some requests: ask `moat explain` with `--via {entry}` and the request facts"
+            );
+        }
+        Some(Gate::Open) | None => {}
+    }
     let allowed: Vec<&str> =
         answers.iter().filter(|a| a.effect == Effect::Allow).map(|a| a.principal.as_str()).collect();
     if !allowed.is_empty() {
         let _ = writeln!(s, "allowed (HTTP 200) for {} of {}: {}", allowed.len(), answers.len(), allowed.join(", "));
-        let mut pending: Vec<String> = answers
-            .iter()
-            .filter(|a| a.effect == Effect::Allow)
-            .flat_map(|a| a.reasons.iter().filter(|r| r.code == DEPENDS_ON_REQUEST).map(reason_line))
-            .collect();
-        pending.dedup();
+        let mut pending: Vec<String> = Vec::new();
+        for a in answers.iter().filter(|a| a.effect == Effect::Allow) {
+            for r in a.reasons.iter().filter(|r| r.code == DEPENDS_ON_REQUEST) {
+                let line = reason_line(r);
+                if !pending.contains(&line) {
+                    pending.push(line);
+                }
+            }
+        }
         for p in pending {
-            let _ = writeln!(s, "  ? unless this rule matches: {p}");
+            let _ = writeln!(s, "  ? {p}");
         }
     }
     let mut refusals: Vec<(Refusal, Vec<&str>)> = Vec::new();
@@ -384,9 +400,10 @@ fn table(answers: &[Answer]) -> String {
             a.reasons.last().map(reason_line).unwrap_or_default()
         };
         let effect = effect_name(a.effect);
+        let edge = edge_attr(a.edge);
         let _ = writeln!(
             s,
-            "<tr class=\"{effect}\" data-service=\"{sv}\" data-origin=\"{o}\" data-entry=\"{e}\" data-principal=\"{p}\" data-effect=\"{effect}\"><td>{sv}</td><td>{o}</td><td>{e}</td><td>{p}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{effect}\" data-service=\"{sv}\" data-origin=\"{o}\" data-entry=\"{e}\" data-principal=\"{p}\" data-effect=\"{effect}\"{edge}><td>{sv}</td><td>{o}</td><td>{e}</td><td>{p}</td><td>{}</td><td>{}</td></tr>",
             esc(&outcome(a)),
             esc(&reason),
             sv = esc(&a.service),
@@ -397,6 +414,16 @@ fn table(answers: &[Answer]) -> String {
     }
     s.push_str("</tbody>\n</table>\n");
     s
+}
+
+/// ` data-edge="open|depends|closed"` for an entry with a security policy, else nothing.
+fn edge_attr(gate: Option<Gate>) -> &'static str {
+    match gate {
+        None => "",
+        Some(Gate::Open) => " data-edge=\"open\"",
+        Some(Gate::Depends) => " data-edge=\"depends\"",
+        Some(Gate::Closed) => " data-edge=\"closed\"",
+    }
 }
 
 fn effect_name(e: Effect) -> &'static str {
@@ -463,6 +490,7 @@ mod tests {
             status,
             layer,
             reasons,
+            edge: None,
         }
     }
 
