@@ -164,3 +164,37 @@ fn missing_crs_exits_1_with_the_install_hint() {
     assert!(err.contains(&squeeze("(`apt-get install modsecurity-crs`)")), "{err}");
     assert!(stdout(&o).is_empty());
 }
+
+/// `moat serve` with a policy that uses preconfigured WAF rules and no CRS at `--crs-dir`:
+/// refuses to start, says which policy needs what and how to install it (fail closed).
+#[test]
+fn serve_refuses_to_start_without_the_crs_a_policy_needs() {
+    let dir = std::env::temp_dir().join(format!("moat-waf-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("armor")).unwrap();
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/edge_matrix");
+    let yaml = std::fs::read_to_string(fixture.join("moat.yaml")).unwrap();
+    std::fs::write(dir.join("moat.yaml"), format!("{yaml}\nrun:\n  web:\n    url: http://127.0.0.1:9\n")).unwrap();
+    std::fs::copy(fixture.join("services/web.yaml"), dir.join("services/web.yaml")).unwrap();
+    for name in ["closed", "partner"] {
+        std::fs::copy(fixture.join(format!("armor/{name}.json")), dir.join(format!("armor/{name}.json"))).unwrap();
+    }
+    let waf = r#"{"name": "open", "rules": [
+      {"action": "deny(403)", "priority": 1000,
+       "match": {"expr": {"expression": "evaluatePreconfiguredWaf('sqli-v33-stable', {'sensitivity': 1})"}}},
+      {"action": "allow", "priority": 2147483647,
+       "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}}}]}"#;
+    std::fs::write(dir.join("armor/open.json"), waf).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["serve", dir.to_str().unwrap(), "--crs-dir", "/nonexistent-crs"])
+        .env_remove("MOAT_MASTER_KEY")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let flat: String = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!out.status.success(), "{stderr}");
+    assert!(flat.contains("`open`") && flat.contains("preconfigured WAF rules"), "{stderr}");
+    assert!(flat.contains("modsecurity-crs"), "says how to install it: {stderr}");
+}
