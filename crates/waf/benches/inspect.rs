@@ -51,6 +51,10 @@ fn main() {
         crs.dir.display(),
         started.elapsed().as_secs_f64() * 1e3
     );
+    for f in crs.families() {
+        let (with, rx) = f.prefiltered();
+        println!("  {}: {with}/{rx} @rx rules prefiltered; backtracking: {:?}", f.name, f.backtracking_rules());
+    }
     let cases = [
         ("benign GET", request("/products/list?page=2&sort=price&q=blue+shoes", "")),
         ("benign form POST", request("/checkout", "name=Ada+Lovelace&address=12+Main+St&qty=2&note=leave+at+door")),

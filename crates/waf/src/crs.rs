@@ -84,6 +84,22 @@ impl Family {
             .filter_map(|r| Some(Signature { id: r.rule.id?, paranoia: r.paranoia }))
     }
 
+    /// How many rules (chain links included) have a prefilter set, of how many `@rx` rules.
+    pub fn prefiltered(&self) -> (usize, usize) {
+        let (mut with, mut rx) = (0, 0);
+        for r in &self.rules {
+            let mut link = Some(&r.rule);
+            while let Some(rule) = link {
+                if matches!(rule.operator, crate::operator::Operator::Rx(_)) {
+                    rx += 1;
+                    with += usize::from(rule.prefilter.is_some());
+                }
+                link = rule.chain.as_deref();
+            }
+        }
+        (with, rx)
+    }
+
     /// Rules that use the backtracking regex engine (for docs and tuning).
     pub fn backtracking_rules(&self) -> Vec<u32> {
         self.rules
@@ -147,6 +163,10 @@ impl Crs {
                     link = rule.chain.as_deref_mut();
                 }
             }
+        }
+        let mut group = 0u32;
+        for family in &mut families {
+            build_prefilters(family, &mut group);
         }
         let tx_defaults = match find("REQUEST-901-") {
             Some(init) => tx_defaults(init)?,
@@ -254,6 +274,56 @@ fn load_family(name: &'static str, file: &Path, data_dir: &Path) -> Result<(Fami
     }
     rules.sort_by_key(|r| r.rule.phase);
     Ok((Family { name, file: file.to_path_buf(), rules }, version))
+}
+
+/// Groups the family's linear `@rx` rules (chain links included) by transformation chain and
+/// gives each group one `RegexSet` prefilter. A group whose set does not build keeps scanning
+/// rule by rule (the set is an optimisation, never a change in what matches).
+fn build_prefilters(family: &mut Family, group: &mut u32) {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let mut by_chain: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let visit = |rule: &Rule, by_chain: &mut BTreeMap<u32, Vec<String>>| {
+        if let (Some(chain), crate::operator::Operator::Rx(p)) = (rule.transform_id, &rule.operator)
+            && let Some(src) = p.linear_source()
+        {
+            let list = by_chain.entry(chain).or_default();
+            if !list.iter().any(|s| s == src) {
+                list.push(src.to_owned());
+            }
+        }
+    };
+    for r in &family.rules {
+        let mut link = Some(&r.rule);
+        while let Some(rule) = link {
+            visit(rule, &mut by_chain);
+            link = rule.chain.as_deref();
+        }
+    }
+    let mut sets: BTreeMap<u32, (Arc<regex::bytes::RegexSet>, u32, Vec<String>)> = BTreeMap::new();
+    for (chain, sources) in by_chain {
+        if sources.len() < 2 {
+            continue;
+        }
+        let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+        if let Ok(set) = crate::pattern::Pattern::set(&refs) {
+            sets.insert(chain, (Arc::new(set), *group, sources));
+            *group += 1;
+        }
+    }
+    for r in &mut family.rules {
+        let mut link = Some(&mut r.rule);
+        while let Some(rule) = link {
+            if let (Some(chain), crate::operator::Operator::Rx(p)) = (rule.transform_id, &rule.operator)
+                && let Some(src) = p.linear_source()
+                && let Some((set, g, sources)) = sets.get(&chain)
+                && let Some(member) = sources.iter().position(|s| s == src)
+            {
+                rule.prefilter = Some(crate::rule::Prefilter { set: Arc::clone(set), group: *g, member });
+            }
+            link = rule.chain.as_deref_mut();
+        }
+    }
 }
 
 /// Folds a chain's links into the first rule.

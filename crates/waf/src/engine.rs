@@ -40,6 +40,8 @@ struct State {
     errors: u32,
     /// Per-request cache of transformed values, by value and transformation chain.
     cache: HashMap<CacheKey, Vec<u8>, foldhash::fast::RandomState>,
+    /// Per-request cache of prefilter set matches: (value identity, set group).
+    set_cache: HashMap<CacheKey, regex::bytes::SetMatches, foldhash::fast::RandomState>,
 }
 
 /// (variable, entry index, the rule's `transform_id`).
@@ -183,19 +185,28 @@ impl State {
     fn transform_and_run(&mut self, data: &Data<'_>, value: &Value<'_>, rule: &Rule) -> Outcome {
         let run = |input: &[u8], state: &State| rule.operator.run(input, rule.capture, &View { data, state });
         if rule.transforms.is_empty() {
+            if let (Some(id), Some(pf)) = (value.identity, &rule.prefilter)
+                && !set_match(&mut self.set_cache, id, pf, &value.bytes)
+            {
+                return Outcome::No;
+            }
             return run(&value.bytes, self);
         }
         let (Some((var, index)), Some(chain)) = (value.identity, rule.transform_id) else {
             return run(&apply_all(&value.bytes, &rule.transforms), self);
         };
         let key = (var, index, chain);
-        if let Some(cached) = self.cache.get(&key) {
-            return run(cached, self);
+        if !self.cache.contains_key(&key) {
+            self.cache.insert(key, apply_all(&value.bytes, &rule.transforms));
         }
-        let out = apply_all(&value.bytes, &rule.transforms);
-        let outcome = run(&out, self);
-        self.cache.insert(key, out);
-        outcome
+        let input = self.cache.get(&key).map(Vec::as_slice).unwrap_or_default();
+        // The family's set says in one scan whether this rule's pattern can match this value.
+        if let Some(pf) = &rule.prefilter
+            && !set_match(&mut self.set_cache, (var, index), pf, input)
+        {
+            return Outcome::No;
+        }
+        run(input, self)
     }
 
     fn set_captures(&mut self, captures: Vec<Vec<u8>>) {
@@ -385,6 +396,24 @@ impl Lookup for View<'_, '_> {
             _ => None,
         }
     }
+}
+
+/// Whether member `pf.member` of the prefilter set matches the (transformed) value `id`; the
+/// whole set is run once per value and group.
+fn set_match(
+    cache: &mut HashMap<CacheKey, regex::bytes::SetMatches, foldhash::fast::RandomState>,
+    (var, index): (usize, usize),
+    pf: &crate::rule::Prefilter,
+    input: &[u8],
+) -> bool {
+    let key = (var, index, pf.group);
+    if let Some(m) = cache.get(&key) {
+        return m.matched(pf.member);
+    }
+    let m = pf.set.matches(input);
+    let hit = m.matched(pf.member);
+    cache.insert(key, m);
+    hit
 }
 
 fn apply_all(input: &[u8], transforms: &[Transform]) -> Vec<u8> {

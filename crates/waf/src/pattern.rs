@@ -64,6 +64,26 @@ impl Pattern {
         }
     }
 
+    /// The pattern as the linear engine compiled it (`None` for a backtracking one).
+    pub fn linear_source(&self) -> Option<&str> {
+        match self {
+            Self::Linear(r) => Some(r.as_str()),
+            Self::Backtracking(_) => None,
+        }
+    }
+
+    /// Compiles the linear patterns `sources` into one set, with the options of
+    /// [`Pattern::compile`]: a value matches member `i` exactly when it matches pattern `i`.
+    pub fn set(sources: &[&str]) -> Result<regex::bytes::RegexSet, String> {
+        regex::bytes::RegexSetBuilder::new(sources)
+            .unicode(false)
+            .dot_matches_new_line(true)
+            .size_limit(SIZE_LIMIT * 4)
+            .dfa_size_limit(SIZE_LIMIT)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
     pub fn is_backtracking(&self) -> bool {
         matches!(self, Self::Backtracking(_))
     }
@@ -154,6 +174,15 @@ fn translate(pcre: &str) -> String {
                 out.push(c);
             }
             '{' if !in_class && !is_quantifier(bytes.get(i + 1..).unwrap_or_default()) => out.push_str("\\{"),
+            // PCRE without UTF-8 mode reads a non-ASCII character as its bytes, in a class too
+            // (942420's `[...´’‘...]` is a class of bytes); `regex` without Unicode wants them
+            // spelled as byte escapes.
+            c if !c.is_ascii() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02X}"));
+                }
+            }
             '}' if !in_class => {
                 // Only reached for a `}` that closes nothing we passed through as a quantifier.
                 if closes_quantifier(&out) {
@@ -227,6 +256,16 @@ mod tests {
         assert!(hit(r"a.b", "a\nb"));
         assert!(matches!(Pattern::compile(r"\xbc").map(|p| p.find(&[0xbc], false)), Ok(Found::Yes(_))));
         assert!(!hit(r"end$", "end\n"));
+    }
+
+    #[test]
+    fn non_ascii_is_bytes_as_in_pcre_without_utf8() {
+        let p = Pattern::compile("[´’]{2}");
+        assert!(matches!(p, Ok(Pattern::Linear(_))), "{p:?}");
+        // `´’` is four bytes (C2 B4 E2 80 99...): any two of the class's bytes in a row match.
+        assert!(hit("[´’]{2}", "x´y"));
+        assert!(hit("café", "un café"));
+        assert!(!hit("café", "cafe"));
     }
 
     #[test]

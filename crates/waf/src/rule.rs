@@ -152,6 +152,16 @@ pub struct Target {
     pub excluded: Vec<Selector>,
 }
 
+/// A rule's place in a shared [`regex::bytes::RegexSet`].
+#[derive(Debug, Clone)]
+pub struct Prefilter {
+    pub set: std::sync::Arc<regex::bytes::RegexSet>,
+    /// Unique per set, for the per-request cache of set matches.
+    pub group: u32,
+    /// The rule's pattern's index in the set.
+    pub member: usize,
+}
+
 /// `setvar:tx.name=value` (also `=+n`, `=-n`, and `!tx.name` to delete).
 #[derive(Debug, Clone)]
 pub struct SetVar {
@@ -180,6 +190,10 @@ pub struct Rule {
     /// The same number for every rule with the same transformation chain (set by the loader),
     /// so transformed values are cached per value and chain; `None`: not cached.
     pub transform_id: Option<u32>,
+    /// Membership in a prefilter: every `@rx` of a family that shares this rule's chain,
+    /// compiled together into one set, so a value is scanned once for all of them and the rules
+    /// whose pattern cannot match skip their own scan. Set by the loader.
+    pub prefilter: Option<Prefilter>,
     pub multi_match: bool,
     pub capture: bool,
     pub setvars: Vec<SetVar>,
@@ -213,6 +227,7 @@ pub fn compile(d: &Directive, data_dir: &Path) -> Result<(Rule, bool), String> {
         operator,
         transforms: Vec::new(),
         transform_id: None,
+        prefilter: None,
         multi_match: false,
         capture: false,
         setvars: Vec::new(),
