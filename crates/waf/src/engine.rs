@@ -196,6 +196,9 @@ impl State {
             return run(&apply_all(&value.bytes, &rule.transforms), self);
         };
         let key = (var, index, chain);
+        // Not `entry()`: its `&mut` borrow of the cache would outlive the shared one the
+        // operator needs.
+        #[allow(clippy::map_entry, reason = "the entry borrow would conflict with the read below")]
         if !self.cache.contains_key(&key) {
             self.cache.insert(key, apply_all(&value.bytes, &rule.transforms));
         }
