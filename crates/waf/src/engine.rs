@@ -123,33 +123,20 @@ impl<'r> Transaction<'r> {
 }
 
 fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn Fn(Var, &str) -> bool) -> bool {
-    let values = data.values(state, &rule.targets, exclude);
     let mut matched = false;
     let mut new_matches = Vec::new();
-    for value in values {
-        let hit = if rule.multi_match {
-            let mut hit = state.check(data, rule, &value.bytes);
-            let mut current = value.bytes.to_vec();
-            for t in &rule.transforms {
-                if hit.is_some() {
-                    break;
-                }
-                if let Some(next) = t.apply(&current) {
-                    current = next;
-                    hit = state.check(data, rule, &current);
-                }
+    for target in &rule.targets {
+        if target.count || reads_state(target.var) {
+            // Counts need every value first; TX and matched variables change as rules run, so
+            // they are read (copied) before any is checked.
+            for value in data.values(state, std::slice::from_ref(target), exclude) {
+                check_value(data, state, rule, value, &mut matched, &mut new_matches);
             }
-            hit
         } else {
-            let outcome = state.transform_and_run(data, &value, rule);
-            state.resolve(outcome, rule.negated)
-        };
-        if let Some(captures) = hit {
-            matched = true;
-            if rule.capture && !captures.is_empty() {
-                state.set_captures(captures);
-            }
-            new_matches.push((value.name(), value.bytes.into_owned()));
+            // Request values: checked as they are read, without collecting them.
+            data.visit(None, target, exclude, &mut |value| {
+                check_value(data, state, rule, value, &mut matched, &mut new_matches);
+            });
         }
     }
     if matched {
@@ -157,6 +144,45 @@ fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn 
         state.matched_vars = new_matches;
     }
     matched
+}
+
+/// Variables whose values the running rules change.
+fn reads_state(var: Var) -> bool {
+    matches!(var, Var::Tx | Var::MatchedVar | Var::MatchedVarName | Var::MatchedVars | Var::MatchedVarsNames)
+}
+
+fn check_value(
+    data: &Data<'_>,
+    state: &mut State,
+    rule: &Rule,
+    value: Value<'_>,
+    matched: &mut bool,
+    new_matches: &mut Vec<(String, Vec<u8>)>,
+) {
+    let hit = if rule.multi_match {
+        let mut hit = state.check(data, rule, &value.bytes);
+        let mut current = value.bytes.to_vec();
+        for t in &rule.transforms {
+            if hit.is_some() {
+                break;
+            }
+            if let Some(next) = t.apply(&current) {
+                current = next;
+                hit = state.check(data, rule, &current);
+            }
+        }
+        hit
+    } else {
+        let outcome = state.transform_and_run(data, &value, rule);
+        state.resolve(outcome, rule.negated)
+    };
+    if let Some(captures) = hit {
+        *matched = true;
+        if rule.capture && !captures.is_empty() {
+            state.set_captures(captures);
+        }
+        new_matches.push((value.name(), value.bytes.into_owned()));
+    }
 }
 
 impl State {
@@ -258,21 +284,7 @@ impl<'r> Data<'r> {
         let mut out = Vec::new();
         for target in targets {
             let before = out.len();
-            self.target_values(state, target, &mut out);
-            // Exclusions: the rule's own `!VAR:key`, then the policy's (Cloud Armor field
-            // exclusions, passed in by the caller).
-            let mut i = before;
-            while i < out.len() {
-                let keep = out.get(i).is_some_and(|v: &Value<'_>| {
-                    let key = v.key.as_deref().unwrap_or("");
-                    !target.excluded.iter().any(|s| s.matches(key)) && !exclude(target.var, key)
-                });
-                if keep {
-                    i += 1;
-                } else {
-                    out.remove(i);
-                }
-            }
+            self.visit(Some(state), target, exclude, &mut |v| out.push(v));
             if target.count {
                 let n = out.len() - before;
                 out.truncate(before);
@@ -287,14 +299,32 @@ impl<'r> Data<'r> {
         out
     }
 
-    fn target_values<'a>(&'a self, state: &State, target: &Target, out: &mut Vec<Value<'a>>) {
+    /// Hands each value of one target to `f`, exclusions applied: the rule's own `!VAR:key`,
+    /// then the policy's (Cloud Armor field exclusions, passed in by the caller).
+    fn visit<'a>(
+        &'a self,
+        state: Option<&State>,
+        target: &Target,
+        exclude: &dyn Fn(Var, &str) -> bool,
+        f: &mut dyn FnMut(Value<'a>),
+    ) {
+        self.target_values(state, target, &mut |v: Value<'a>| {
+            let key = v.key.as_deref().unwrap_or("");
+            if !target.excluded.iter().any(|s| s.matches(key)) && !exclude(target.var, key) {
+                f(v);
+            }
+        });
+    }
+
+    /// `state` is needed for `TX` and the matched variables only (`None`: they have no values).
+    fn target_values<'a>(&'a self, state: Option<&State>, target: &Target, out: &mut dyn FnMut(Value<'a>)) {
         let c = &self.collections;
         let var = target.var;
         let tag = var as usize;
-        let keyed = |entries: &'a [Entry], names: bool, out: &mut Vec<Value<'a>>, tag: usize| {
+        let keyed = |entries: &'a [Entry], names: bool, out: &mut dyn FnMut(Value<'a>), tag: usize| {
             for (i, e) in entries.iter().enumerate() {
                 if target.selector.as_ref().is_none_or(|s| s.matches(&e.name)) {
-                    out.push(Value {
+                    out(Value {
                         prefix: var.name(),
                         key: Some(Cow::Borrowed(e.name.as_str())),
                         bytes: if names { Cow::Borrowed(e.name.as_bytes()) } else { Cow::Borrowed(&e.value) },
@@ -303,8 +333,8 @@ impl<'r> Data<'r> {
                 }
             }
         };
-        let single = |bytes: Cow<'a, [u8]>, out: &mut Vec<Value<'a>>| {
-            out.push(Value { prefix: var.name(), key: None, bytes, identity: Some((tag, 0)) });
+        let single = |bytes: Cow<'a, [u8]>, out: &mut dyn FnMut(Value<'a>)| {
+            out(Value { prefix: var.name(), key: None, bytes, identity: Some((tag, 0)) });
         };
         match var {
             Var::Args => {
@@ -340,13 +370,13 @@ impl<'r> Data<'r> {
             Var::Xml | Var::Files | Var::FilesNames => {}
             Var::UniqueId | Var::Duration => single(Cow::Borrowed(b"0"), out),
             Var::MatchedVar => {
-                if let Some((_, value)) = &state.matched_var {
-                    out.push(Value { prefix: var.name(), key: None, bytes: Cow::Owned(value.clone()), identity: None });
+                if let Some((_, value)) = state.and_then(|s| s.matched_var.as_ref()) {
+                    out(Value { prefix: var.name(), key: None, bytes: Cow::Owned(value.clone()), identity: None });
                 }
             }
             Var::MatchedVarName => {
-                if let Some((name, _)) = &state.matched_var {
-                    out.push(Value {
+                if let Some((name, _)) = state.and_then(|s| s.matched_var.as_ref()) {
+                    out(Value {
                         prefix: var.name(),
                         key: None,
                         bytes: Cow::Owned(name.clone().into_bytes()),
@@ -355,9 +385,9 @@ impl<'r> Data<'r> {
                 }
             }
             Var::MatchedVars | Var::MatchedVarsNames => {
-                for (name, value) in &state.matched_vars {
+                for (name, value) in state.iter().flat_map(|s| s.matched_vars.iter()) {
                     let bytes = if var == Var::MatchedVars { value.clone() } else { name.clone().into_bytes() };
-                    out.push(Value {
+                    out(Value {
                         prefix: var.name(),
                         key: Some(Cow::Owned(name.clone())),
                         bytes: Cow::Owned(bytes),
@@ -366,9 +396,9 @@ impl<'r> Data<'r> {
                 }
             }
             Var::Tx => {
-                for (k, v) in &state.tx {
+                for (k, v) in state.iter().flat_map(|s| s.tx.iter()) {
                     if target.selector.as_ref().is_none_or(|s| s.matches(k)) {
-                        out.push(Value {
+                        out(Value {
                             prefix: "TX",
                             key: Some(Cow::Owned(k.to_string())),
                             bytes: Cow::Owned(v.to_vec()),
