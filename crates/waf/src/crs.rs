@@ -51,6 +51,9 @@ pub struct Crs {
     pub version: String,
     families: Vec<Family>,
     tx_defaults: Vec<crate::engine::TxVar>,
+    /// Distinct transformation chains and prefilter sets (their ids index per-request caches).
+    n_chains: usize,
+    n_groups: usize,
 }
 
 /// One family (one CRS file).
@@ -172,7 +175,7 @@ impl Crs {
             Some(init) => tx_defaults(init)?,
             None => Vec::new(),
         };
-        Ok(Crs { dir: rules_dir, version, families, tx_defaults })
+        Ok(Crs { dir: rules_dir, version, families, tx_defaults, n_chains: chains.len(), n_groups: group as usize })
     }
 
     pub fn family(&self, name: &str) -> Option<&Family> {
@@ -186,7 +189,7 @@ impl Crs {
     /// Starts inspecting one request. Several sets can be evaluated on the same inspection;
     /// they share the parsed request and transformed values, not `TX`.
     pub fn inspect<'r>(&'r self, request: &'r WafRequest) -> Inspection<'r> {
-        Inspection { crs: self, tx: Transaction::new(request, &self.tx_defaults) }
+        Inspection { crs: self, tx: Transaction::new(request, &self.tx_defaults, self.n_chains, self.n_groups) }
     }
 }
 

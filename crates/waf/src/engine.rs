@@ -6,7 +6,6 @@
 //! each link's `setvar`s run as soon as that link matches.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::expand::Lookup;
@@ -27,6 +26,45 @@ pub struct Transaction<'r> {
 struct Data<'r> {
     request: &'r WafRequest,
     collections: Collections,
+    /// Where each variable's values start in the dense numbering of the request's values.
+    offsets: [usize; VAR_SLOTS],
+}
+
+/// More than the number of [`Var`] variants: a request value's slot is `offsets[var] + index`.
+const VAR_SLOTS: usize = 32;
+
+/// How many values variable number `tag` has in this request (0 for those not read from it).
+fn slot_count(c: &Collections, tag: usize) -> usize {
+    let is = |v: Var| v as usize == tag;
+    if is(Var::ArgsGet) || is(Var::ArgsGetNames) {
+        c.args_get.len()
+    } else if is(Var::ArgsPost) || is(Var::ArgsPostNames) {
+        c.args_post.len()
+    } else if is(Var::RequestCookies) || is(Var::RequestCookiesNames) {
+        c.cookies.len()
+    } else if is(Var::RequestHeaders) || is(Var::RequestHeadersNames) {
+        c.headers.len()
+    } else if [
+        Var::RequestFilename,
+        Var::RequestBasename,
+        Var::RequestUri,
+        Var::RequestUriRaw,
+        Var::RequestLine,
+        Var::RequestMethod,
+        Var::RequestProtocol,
+        Var::QueryString,
+        Var::RequestBody,
+        Var::ReqbodyProcessor,
+        Var::UniqueId,
+        Var::Duration,
+    ]
+    .into_iter()
+    .any(is)
+    {
+        1
+    } else {
+        0
+    }
 }
 
 /// What rules change while they run.
@@ -38,14 +76,13 @@ struct State {
     matched_vars: Vec<(String, Vec<u8>)>,
     /// Operator failures (backtracking budget) while inspecting this request.
     errors: u32,
-    /// Per-request cache of transformed values, by value and transformation chain.
-    cache: HashMap<CacheKey, Vec<u8>, foldhash::fast::RandomState>,
-    /// Per-request cache of prefilter set matches: (value identity, set group).
-    set_cache: HashMap<CacheKey, regex::bytes::SetMatches, foldhash::fast::RandomState>,
+    /// Per-request cache of transformed values, indexed by value slot × chain id.
+    cache: Vec<Option<Vec<u8>>>,
+    /// Per-request cache of prefilter set matches, indexed by value slot × set group.
+    set_cache: Vec<Option<regex::bytes::SetMatches>>,
+    n_chains: usize,
+    n_groups: usize,
 }
-
-/// (variable, entry index, the rule's `transform_id`).
-type CacheKey = (usize, usize, u32);
 
 /// One `TX` variable. Shared pointers: every set of every request starts from the same 901
 /// defaults, and copying them must not allocate.
@@ -64,9 +101,9 @@ struct Value<'a> {
     prefix: &'static str,
     key: Option<Cow<'a, str>>,
     bytes: Cow<'a, [u8]>,
-    /// (variable, entry index) for values read from the request (cacheable); `None` for TX and
+    /// The value's slot in the request's dense numbering (cacheable); `None` for TX and
     /// matched-variable values, which change during the request.
-    identity: Option<(usize, usize)>,
+    identity: Option<usize>,
 }
 
 impl Value<'_> {
@@ -80,10 +117,26 @@ impl Value<'_> {
 }
 
 impl<'r> Transaction<'r> {
-    pub fn new(request: &'r WafRequest, tx_defaults: &[TxVar]) -> Transaction<'r> {
+    /// `n_chains` and `n_groups`: how many transformation chains and prefilter sets the rules
+    /// number (their ids index the per-request caches).
+    pub fn new(request: &'r WafRequest, tx_defaults: &[TxVar], n_chains: usize, n_groups: usize) -> Transaction<'r> {
+        let collections = Collections::parse(request);
+        let mut offsets = [0usize; VAR_SLOTS];
+        let mut n_slots = 0;
+        for (tag, offset) in offsets.iter_mut().enumerate() {
+            *offset = n_slots;
+            n_slots += slot_count(&collections, tag);
+        }
         Transaction {
-            data: Data { request, collections: Collections::parse(request) },
-            state: State { tx: tx_defaults.to_vec(), ..State::default() },
+            data: Data { request, collections, offsets },
+            state: State {
+                tx: tx_defaults.to_vec(),
+                cache: std::iter::repeat_with(|| None).take(n_slots * n_chains).collect(),
+                set_cache: std::iter::repeat_with(|| None).take(n_slots * n_groups).collect(),
+                n_chains,
+                n_groups,
+                ..State::default()
+            },
         }
     }
 
@@ -210,28 +263,33 @@ impl State {
     /// `t:none,t:urlDecodeUni,...`) and read from the cache in place.
     fn transform_and_run(&mut self, data: &Data<'_>, value: &Value<'_>, rule: &Rule) -> Outcome {
         let run = |input: &[u8], state: &State| rule.operator.run(input, rule.capture, &View { data, state });
+        let n_groups = self.n_groups;
         if rule.transforms.is_empty() {
-            if let (Some(id), Some(pf)) = (value.identity, &rule.prefilter)
-                && !set_match(&mut self.set_cache, id, pf, &value.bytes)
+            if let (Some(slot), Some(pf)) = (value.identity, &rule.prefilter)
+                && !set_match(&mut self.set_cache, slot * n_groups + pf.group as usize, pf, &value.bytes)
             {
                 return Outcome::No;
             }
             return run(&value.bytes, self);
         }
-        let (Some((var, index)), Some(chain)) = (value.identity, rule.transform_id) else {
+        let cached = match (value.identity, rule.transform_id) {
+            (Some(slot), Some(chain)) if (chain as usize) < self.n_chains => {
+                Some((slot, slot * self.n_chains + chain as usize))
+            }
+            _ => None,
+        };
+        let Some((slot, key)) = cached.filter(|(_, key)| *key < self.cache.len()) else {
             return run(&apply_all(&value.bytes, &rule.transforms), self);
         };
-        let key = (var, index, chain);
-        // Not `entry()`: its `&mut` borrow of the cache would outlive the shared one the
-        // operator needs.
-        #[allow(clippy::map_entry, reason = "the entry borrow would conflict with the read below")]
-        if !self.cache.contains_key(&key) {
-            self.cache.insert(key, apply_all(&value.bytes, &rule.transforms));
+        if let Some(entry) = self.cache.get_mut(key)
+            && entry.is_none()
+        {
+            *entry = Some(apply_all(&value.bytes, &rule.transforms));
         }
-        let input = self.cache.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let input = self.cache.get(key).and_then(Option::as_deref).unwrap_or_default();
         // The family's set says in one scan whether this rule's pattern can match this value.
         if let Some(pf) = &rule.prefilter
-            && !set_match(&mut self.set_cache, (var, index), pf, input)
+            && !set_match(&mut self.set_cache, slot * n_groups + pf.group as usize, pf, input)
         {
             return Outcome::No;
         }
@@ -328,13 +386,13 @@ impl<'r> Data<'r> {
                         prefix: var.name(),
                         key: Some(Cow::Borrowed(e.name.as_str())),
                         bytes: if names { Cow::Borrowed(e.name.as_bytes()) } else { Cow::Borrowed(&e.value) },
-                        identity: Some((tag, i)),
+                        identity: Some(self.offsets.get(tag).copied().unwrap_or(usize::MAX).saturating_add(i)),
                     });
                 }
             }
         };
         let single = |bytes: Cow<'a, [u8]>, out: &mut dyn FnMut(Value<'a>)| {
-            out(Value { prefix: var.name(), key: None, bytes, identity: Some((tag, 0)) });
+            out(Value { prefix: var.name(), key: None, bytes, identity: self.offsets.get(tag).copied() });
         };
         match var {
             Var::Args => {
@@ -431,22 +489,25 @@ impl Lookup for View<'_, '_> {
     }
 }
 
-/// Whether member `pf.member` of the prefilter set matches the (transformed) value `id`; the
-/// whole set is run once per value and group.
+/// Whether member `pf.member` of the prefilter set matches the (transformed) value in cache
+/// slot `key`; the whole set is run once per value and group. Out of range: no prefilter answer,
+/// so the rule scans on its own.
 fn set_match(
-    cache: &mut HashMap<CacheKey, regex::bytes::SetMatches, foldhash::fast::RandomState>,
-    (var, index): (usize, usize),
+    cache: &mut [Option<regex::bytes::SetMatches>],
+    key: usize,
     pf: &crate::rule::Prefilter,
     input: &[u8],
 ) -> bool {
-    let key = (var, index, pf.group);
-    if let Some(m) = cache.get(&key) {
-        return m.matched(pf.member);
+    let Some(entry) = cache.get_mut(key) else { return true };
+    match entry {
+        Some(m) => m.matched(pf.member),
+        None => {
+            let m = pf.set.matches(input);
+            let hit = m.matched(pf.member);
+            *entry = Some(m);
+            hit
+        }
     }
-    let m = pf.set.matches(input);
-    let hit = m.matched(pf.member);
-    cache.insert(key, m);
-    hit
 }
 
 fn apply_all(input: &[u8], transforms: &[Transform]) -> Vec<u8> {
