@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use miette::Diagnostic;
+use moat_policy::armor::WafCall;
 use moat_waf::{Crs, FAMILIES, LoadError, WafRequest};
 
 #[derive(Debug, clap::Args)]
@@ -130,20 +131,9 @@ pub enum WafCliError {
     Crs(#[from] LoadError),
 }
 
-/// A set as named on the command line, and what it evaluates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct WafSet {
-    name: String,
-    family: &'static str,
-    /// The CRS version in the set's signature ids (`v030301` for the v33 sets).
-    id_version: &'static str,
-}
-
-impl WafSet {
-    fn signature_name(&self, id: u32) -> String {
-        format!("owasp-crs-{}-id{id}-{}", self.id_version, self.family)
-    }
-}
+/// A set as named on the command line, with the tuning: the policy's own `WafCall`, so the
+/// signatures it enables and the ids it prints are the front door's.
+type WafSet = WafCall;
 
 /// A request to evaluate, with what to call it in the output.
 #[derive(Debug)]
@@ -168,9 +158,14 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn test(args: &TestArgs) -> Result<(), WafCliError> {
-    let sets = resolve_sets(&args.sets)?;
     let opt_out = signature_ids(&args.opt_out)?;
     let opt_in = signature_ids(&args.opt_in)?;
+    let mut sets = resolve_sets(&args.sets)?;
+    for set in &mut sets {
+        set.sensitivity = args.sensitivity;
+        set.opt_in = opt_in.iter().copied().collect();
+        set.opt_out = opt_out.iter().copied().collect();
+    }
     let probes = probes(args)?;
     let dir = args
         .crs_dir
@@ -179,14 +174,14 @@ fn test(args: &TestArgs) -> Result<(), WafCliError> {
         .unwrap_or_else(|| PathBuf::from(moat_waf::DEFAULT_CRS_DIR));
     let crs = Crs::load(&dir)?;
     warn_unknown_ids(&crs, &sets, opt_out.iter().chain(&opt_in));
-    let sensitivity = args.sensitivity;
-    let enabled = |id: u32, paranoia: u8| !opt_out.contains(&id) && (paranoia <= sensitivity || opt_in.contains(&id));
     let no_exclusions = |_: u32, _: moat_waf::rule::Var, _: &str| false;
     let catalog = Catalog::new(&crs, &sets);
     for probe in &probes {
         let mut inspection = crs.inspect(&probe.request);
-        let results: Vec<(&WafSet, Vec<u32>)> =
-            sets.iter().map(|set| (set, inspection.evaluate(set.family, &enabled, &no_exclusions))).collect();
+        let results: Vec<(&WafSet, Vec<u32>)> = sets
+            .iter()
+            .map(|set| (set, inspection.evaluate(set.family, &|id, p| set.enables(id, p), &no_exclusions)))
+            .collect();
         let errors = inspection.errors();
         if args.json {
             println!("{}", json_line(probe, &results, errors, args.body_limit));
@@ -202,10 +197,7 @@ fn resolve_sets(names: &[String]) -> Result<Vec<WafSet>, WafCliError> {
     let mut sets: Vec<WafSet> = Vec::new();
     for name in names {
         let found: Vec<WafSet> = if name == "all" {
-            FAMILIES
-                .iter()
-                .map(|(family, _)| WafSet { name: format!("{family}-v33-stable"), family, id_version: "v030301" })
-                .collect()
+            FAMILIES.iter().filter_map(|(family, _)| resolve_set(&format!("{family}-v33-stable"))).collect()
         } else {
             vec![resolve_set(name).ok_or_else(|| {
                 let families: Vec<&str> = FAMILIES.iter().map(|(f, _)| *f).collect();
@@ -221,19 +213,20 @@ fn resolve_sets(names: &[String]) -> Result<Vec<WafSet>, WafCliError> {
     Ok(sets)
 }
 
+/// The policy's reading of a set name (`moat_policy::armor::waf::rule_set`), limited to the
+/// CRS 3.3 sets this command runs: the v33 and CRS 3.0 names of the twelve families.
 fn resolve_set(name: &str) -> Option<WafSet> {
-    let (family, id_version) = if let Some(f) = name.strip_suffix("-v33-stable").or(name.strip_suffix("-v33-canary")) {
-        (f, "v030301")
-    } else {
-        let f = name.strip_suffix("-stable").or(name.strip_suffix("-canary"))?;
-        // The CRS 3.0 sets predate the java and nodejs families.
-        if matches!(f, "java" | "nodejs") {
-            return None;
-        }
-        (f, "v030001")
-    };
-    let (family, _) = FAMILIES.iter().find(|(f, _)| *f == family)?;
-    Some(WafSet { name: name.to_owned(), family, id_version })
+    let set = moat_policy::armor::waf::rule_set(name).ok()?;
+    let crs33 = !name.contains("-v422-") && name != "json-sqli-canary";
+    let (family, _) = FAMILIES.iter().find(|(f, _)| *f == set.family).filter(|_| crs33)?;
+    Some(WafCall {
+        set: name.to_owned(),
+        family,
+        version: set.version,
+        sensitivity: moat_policy::armor::waf::DEFAULT_SENSITIVITY,
+        opt_in: Vec::new(),
+        opt_out: Vec::new(),
+    })
 }
 
 fn signature_ids(ids: &[String]) -> Result<BTreeSet<u32>, WafCliError> {
@@ -500,8 +493,8 @@ fn human(probe: &Probe, results: &[(&WafSet, Vec<u32>)], errors: u32, limit: usi
         .iter()
         .filter(|(_, ids)| !ids.is_empty())
         .map(|(set, ids)| {
-            let names: Vec<String> = ids.iter().map(|id| set.signature_name(*id)).collect();
-            format!("{}: {}", set.name, names.join(", "))
+            let names: Vec<String> = ids.iter().map(|id| set.signature_id(*id)).collect();
+            format!("{}: {}", set.set, names.join(", "))
         })
         .collect();
     let mut out = if matched.is_empty() {
@@ -512,7 +505,7 @@ fn human(probe: &Probe, results: &[(&WafSet, Vec<u32>)], errors: u32, limit: usi
     for (set, ids) in results {
         for id in ids {
             let (paranoia, at) = catalog.signatures.get(id).cloned().unwrap_or((0, None));
-            out.push_str(&format!("    {}  paranoia level {paranoia}", set.signature_name(*id)));
+            out.push_str(&format!("    {}  paranoia level {paranoia}", set.signature_id(*id)));
             if let Some(at) = at {
                 out.push_str(&format!("  {at}"));
             }
@@ -560,8 +553,8 @@ fn json_line(probe: &Probe, results: &[(&WafSet, Vec<u32>)], errors: u32, limit:
         sets: results
             .iter()
             .map(|(set, ids)| JsonSet {
-                set: &set.name,
-                signatures: ids.iter().map(|id| set.signature_name(*id)).collect(),
+                set: &set.set,
+                signatures: ids.iter().map(|id| set.signature_id(*id)).collect(),
             })
             .collect(),
         matched: results.iter().any(|(_, ids)| !ids.is_empty()),
@@ -581,8 +574,8 @@ mod tests {
     #[test]
     fn set_names() {
         let s = resolve_set("sqli-v33-canary").unwrap();
-        assert_eq!((s.family, s.signature_name(942100).as_str()), ("sqli", "owasp-crs-v030301-id942100-sqli"));
-        assert_eq!(resolve_set("xss-stable").unwrap().signature_name(941100), "owasp-crs-v030001-id941100-xss");
+        assert_eq!((s.family, s.signature_id(942100).as_str()), ("sqli", "owasp-crs-v030301-id942100-sqli"));
+        assert_eq!(resolve_set("xss-stable").unwrap().signature_id(941100), "owasp-crs-v030001-id941100-xss");
         for bad in ["java-stable", "sqli", "sqli-v42-stable", "generic-v33-stable"] {
             assert_eq!(resolve_set(bad), None, "{bad}");
         }

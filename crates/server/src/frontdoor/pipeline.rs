@@ -87,30 +87,27 @@ pub(super) async fn handle(
     let edge_facts = policy.map(|_| edge::edge_request(&req, &host, peer, &project.geo));
     // Preconfigured WAF rules read the body: its first `body_inspection_bytes`, read here and
     // forwarded ahead of the rest. Without the CRS rules, refuse (fail closed).
-    let mut waf_body = None;
+    let mut waf_input = None;
     if let Some(policy) = policy.filter(|p| p.uses_waf) {
-        if door.crs.load().is_none() {
+        let Some(crs) = door.crs.load_full() else {
             return t.edge_refusal(waf_unavailable(), reasons, None);
-        }
+        };
         let timeout = door.limits.request_timeout.saturating_sub(t.started.elapsed());
         match waf::read_prefix(&mut req, policy.body_inspection_bytes, timeout).await {
-            Ok(body) => waf_body = Some(waf::waf_request(&req, body, policy)),
+            Ok(body) => waf_input = Some((crs, waf::waf_request(&req, body, policy))),
             Err(message) => return t.edge_refusal(body_unreadable(message), reasons, None),
         }
     }
-    let crs = door.crs.load_full();
-    let verdict = match (policy, &edge_facts) {
-        (Some(_), Some(edge_facts)) => match (&crs, &waf_body) {
-            (Some(crs), Some(body)) => {
-                let request_waf = waf::RequestWaf::new(crs, body);
-                let verdict = path::edge(project, door_of, edge_facts, Some(&request_waf));
-                t.waf_signatures = request_waf.into_fired();
-                verdict
-            }
-            _ => path::edge(project, door_of, edge_facts, None),
-        },
-        _ => None,
-    };
+    // `edge_facts` is there exactly when the door has a policy.
+    let verdict = edge_facts.as_ref().and_then(|edge_facts| match &waf_input {
+        Some((crs, body)) => {
+            let request_waf = waf::RequestWaf::new(crs, body);
+            let verdict = path::edge(project, door_of, edge_facts, Some(&request_waf));
+            t.waf_signatures = request_waf.into_fired();
+            verdict
+        }
+        None => path::edge(project, door_of, edge_facts, None),
+    });
     if let (Some(policy), Some(edge_facts), Some(verdict)) = (policy, &edge_facts, verdict) {
         t.edge_rule = Some(verdict.priority());
         let now = (door.clock)();
