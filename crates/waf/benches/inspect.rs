@@ -53,7 +53,11 @@ fn main() {
     );
     for f in crs.families() {
         let (with, rx) = f.prefiltered();
-        println!("  {}: {with}/{rx} @rx rules prefiltered; backtracking: {:?}", f.name, f.backtracking_rules());
+        println!(
+            "  {}: {with}/{rx} @rx rules prefiltered; backtracking (id, relaxed): {:?}",
+            f.name,
+            f.backtracking_rules()
+        );
     }
     let cases = [
         ("benign GET", request("/products/list?page=2&sort=price&q=blue+shoes", "")),

@@ -63,6 +63,8 @@ pub struct Family {
     pub file: PathBuf,
     /// Phase 1 rules, then phase 2, each in file order.
     rules: Vec<CrsRule>,
+    /// The family's prefilter groups, for skipping rules whose pattern matches no value.
+    groups: Vec<crate::engine::Group>,
 }
 
 #[derive(Debug)]
@@ -70,6 +72,9 @@ struct CrsRule {
     rule: Rule,
     paranoia: u8,
     signature: bool,
+    /// `(index in Family::groups, member)` when the rule can be ruled out by its group's union
+    /// of matches (see [`crate::engine::Group`]).
+    skip: Option<(usize, usize)>,
 }
 
 /// A signature of a family.
@@ -104,11 +109,15 @@ impl Family {
     }
 
     /// Rules that use the backtracking regex engine (for docs and tuning).
-    pub fn backtracking_rules(&self) -> Vec<u32> {
+    /// The rules that need the backtracking engine, each with whether a linear relaxation
+    /// screens its values first.
+    pub fn backtracking_rules(&self) -> Vec<(u32, bool)> {
         self.rules
             .iter()
-            .filter(|r| matches!(&r.rule.operator, crate::operator::Operator::Rx(p) if p.is_backtracking()))
-            .filter_map(|r| r.rule.id)
+            .filter_map(|r| match &r.rule.operator {
+                crate::operator::Operator::Rx(p) if p.is_backtracking() => Some((r.rule.id?, p.is_relaxed())),
+                _ => None,
+            })
             .collect()
     }
 }
@@ -189,7 +198,18 @@ impl Crs {
     /// Starts inspecting one request. Several sets can be evaluated on the same inspection;
     /// they share the parsed request and transformed values, not `TX`.
     pub fn inspect<'r>(&'r self, request: &'r WafRequest) -> Inspection<'r> {
-        Inspection { crs: self, tx: Transaction::new(request, &self.tx_defaults, self.n_chains, self.n_groups) }
+        Inspection {
+            crs: self,
+            tx: Transaction::new(request, &self.tx_defaults, self.n_chains, self.n_groups),
+            shortcuts: true,
+        }
+    }
+
+    /// As [`Crs::inspect`], but every rule visits every one of its values: no rule is ruled out
+    /// by its group's union of prefilter matches. Same results, slower; for tests that check
+    /// exactly that, and for debugging.
+    pub fn inspect_exhaustive<'r>(&'r self, request: &'r WafRequest) -> Inspection<'r> {
+        Inspection { shortcuts: false, ..self.inspect(request) }
     }
 }
 
@@ -198,6 +218,8 @@ impl Crs {
 pub struct Inspection<'r> {
     crs: &'r Crs,
     tx: Transaction<'r>,
+    /// Rule out rules by their group's union (see [`crate::engine::Group`]).
+    shortcuts: bool,
 }
 
 impl Inspection<'_> {
@@ -216,6 +238,13 @@ impl Inspection<'_> {
         for r in &family.rules {
             let id = r.rule.id.unwrap_or(0);
             if r.signature && !enabled(id, r.paranoia) {
+                continue;
+            }
+            if self.shortcuts
+                && let Some((g, member)) = r.skip
+                && let Some(group) = family.groups.get(g)
+                && !self.tx.may_match(group, member)
+            {
                 continue;
             }
             let excluded = |var: Var, key: &str| exclude(id, var, key);
@@ -264,7 +293,7 @@ fn load_family(name: &'static str, file: &Path, data_dir: &Path) -> Result<(Fami
                     )));
                 }
                 let signature = rule.id.is_some() && !rule.nolog;
-                rules.push(CrsRule { rule, paranoia, signature });
+                rules.push(CrsRule { rule, paranoia, signature, skip: None });
             }
             "SecMarker" | "SecComponentSignature" => {}
             other => {
@@ -276,7 +305,7 @@ fn load_family(name: &'static str, file: &Path, data_dir: &Path) -> Result<(Fami
         return Err(LoadError(format!("{display}: the file ends inside a chain")));
     }
     rules.sort_by_key(|r| r.rule.phase);
-    Ok((Family { name, file: file.to_path_buf(), rules }, version))
+    Ok((Family { name, file: file.to_path_buf(), rules, groups: Vec::new() }, version))
 }
 
 /// Groups the family's linear `@rx` rules (chain links included) by transformation chain and
@@ -327,6 +356,48 @@ fn build_prefilters(family: &mut Family, group: &mut u32) {
             link = rule.chain.as_deref_mut();
         }
     }
+    // Rules that their group's union can rule out, and the union's targets.
+    let mut groups: Vec<crate::engine::Group> = Vec::new();
+    for r in &mut family.rules {
+        let rule = &r.rule;
+        let (Some(pf), Some(chain)) = (&rule.prefilter, rule.transform_id) else { continue };
+        let reads_request = rule.targets.iter().all(|t| !t.count && !crate::engine::reads_state(t.var));
+        if rule.negated || rule.multi_match || !reads_request || rule.targets.is_empty() {
+            continue;
+        }
+        let index = match groups.iter().position(|g| g.id == pf.group) {
+            Some(i) => i,
+            None => {
+                groups.push(crate::engine::Group {
+                    id: pf.group,
+                    set: Arc::clone(&pf.set),
+                    chain,
+                    transforms: rule.transforms.clone(),
+                    targets: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let Some(group) = groups.get_mut(index) else { continue };
+        for t in &rule.targets {
+            let t = crate::rule::Target { excluded: Vec::new(), ..t.clone() };
+            if !group.targets.iter().any(|u| same_target(u, &t)) {
+                group.targets.push(t);
+            }
+        }
+        r.skip = Some((index, pf.member));
+    }
+    // A target that reads the whole variable covers the same variable with a selector.
+    for g in &mut groups {
+        let whole: Vec<Var> = g.targets.iter().filter(|t| t.selector.is_none()).map(|t| t.var).collect();
+        g.targets.retain(|t| t.selector.is_none() || !whole.contains(&t.var));
+    }
+    family.groups = groups;
+}
+
+/// Same variable and same selector (compared by how they print).
+fn same_target(a: &crate::rule::Target, b: &crate::rule::Target) -> bool {
+    a.var == b.var && format!("{:?}", a.selector) == format!("{:?}", b.selector)
 }
 
 /// Folds a chain's links into the first rule.

@@ -80,6 +80,9 @@ struct State {
     cache: Vec<Option<Vec<u8>>>,
     /// Per-request cache of prefilter set matches, indexed by value slot × set group.
     set_cache: Vec<Option<regex::bytes::SetMatches>>,
+    /// Per-request union of a prefilter group's matches over every value its rules read,
+    /// indexed by group: which members can match anywhere in this request.
+    group_hits: Vec<Option<Vec<bool>>>,
     n_chains: usize,
     n_groups: usize,
 }
@@ -133,6 +136,7 @@ impl<'r> Transaction<'r> {
                 tx: tx_defaults.to_vec(),
                 cache: std::iter::repeat_with(|| None).take(n_slots * n_chains).collect(),
                 set_cache: std::iter::repeat_with(|| None).take(n_slots * n_groups).collect(),
+                group_hits: std::iter::repeat_with(|| None).take(n_groups).collect(),
                 n_chains,
                 n_groups,
                 ..State::default()
@@ -158,6 +162,24 @@ impl<'r> Transaction<'r> {
         self.state.errors
     }
 
+    /// Whether member `member` of `group`'s set matches at least one of the values the group's
+    /// rules read. `false` proves that no rule of the group whose first link has this member
+    /// can match (see [`Group`]), so it need not visit its values one by one. The union is
+    /// computed once per request and group, from the same per-value caches the rules use.
+    pub fn may_match(&mut self, group: &Group, member: usize) -> bool {
+        let id = group.id as usize;
+        if self.state.group_hits.get(id).is_none_or(Option::is_none) {
+            let hits = group_union(&self.data, &mut self.state, group);
+            if let Some(entry) = self.state.group_hits.get_mut(id) {
+                *entry = Some(hits);
+            }
+        }
+        match self.state.group_hits.get(id) {
+            Some(Some(hits)) => hits.get(member).copied().unwrap_or(true),
+            _ => true,
+        }
+    }
+
     /// Evaluates a rule (and its chain). Returns whether it matched; `setvar`s run on a match.
     pub fn evaluate(&mut self, rule: &Rule, exclude: &dyn Fn(Var, &str) -> bool) -> bool {
         self.state.matched_vars.clear();
@@ -173,6 +195,88 @@ impl<'r> Transaction<'r> {
         }
         true
     }
+}
+
+/// A prefilter group seen from the rules that can be skipped with it: rules whose first link
+/// scans request values (no counts, no `TX` or matched variables), not negated, not
+/// `multiMatch`, with this group's transformation chain. Such a rule matches only if its member
+/// of the set matches one of its (transformed) values, and its values are a subset of
+/// `targets` (exclusions only remove values), so a member that matches none of `targets`'
+/// values rules the rule out.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: u32,
+    pub set: Arc<regex::bytes::RegexSet>,
+    /// The transformation chain's id (the transformed-value cache's index) and the chain.
+    pub chain: u32,
+    pub transforms: Vec<Transform>,
+    /// Every target of those rules, their `!VAR:key` exclusions dropped (a superset).
+    pub targets: Vec<Target>,
+}
+
+/// Which members of `group`'s set match some value of its targets. Fails open (every member
+/// `true`) for a value the caches cannot hold: the group then skips nothing.
+fn group_union(data: &Data<'_>, state: &mut State, group: &Group) -> Vec<bool> {
+    let len = group.set.len();
+    let mut hits = vec![false; len];
+    let mut all = false;
+    let none = |_: Var, _: &str| false;
+    for target in &group.targets {
+        data.visit(None, target, &none, &mut |value| {
+            if all {
+                return;
+            }
+            let Some(slot) = value.identity else {
+                all = true;
+                return;
+            };
+            let set_key = slot * state.n_groups + group.id as usize;
+            let matches = if group.transforms.is_empty() {
+                cached_set(&mut state.set_cache, set_key, &group.set, &value.bytes)
+            } else {
+                let key = slot * state.n_chains + group.chain as usize;
+                if (group.chain as usize) >= state.n_chains || key >= state.cache.len() {
+                    all = true;
+                    return;
+                }
+                if let Some(entry) = state.cache.get_mut(key)
+                    && entry.is_none()
+                {
+                    *entry = Some(apply_all(&value.bytes, &group.transforms));
+                }
+                let input = state.cache.get(key).and_then(Option::as_deref).unwrap_or_default();
+                cached_set(&mut state.set_cache, set_key, &group.set, input)
+            };
+            match matches {
+                Some(m) => {
+                    for member in m.iter() {
+                        if let Some(h) = hits.get_mut(member) {
+                            *h = true;
+                        }
+                    }
+                }
+                None => all = true,
+            }
+        });
+        if all {
+            break;
+        }
+    }
+    if all { vec![true; len] } else { hits }
+}
+
+/// The set's matches on `input`, from (or into) the per-request cache; `None` out of range.
+fn cached_set<'c>(
+    cache: &'c mut [Option<regex::bytes::SetMatches>],
+    key: usize,
+    set: &regex::bytes::RegexSet,
+    input: &[u8],
+) -> Option<&'c regex::bytes::SetMatches> {
+    let entry = cache.get_mut(key)?;
+    if entry.is_none() {
+        *entry = Some(set.matches(input));
+    }
+    entry.as_ref()
 }
 
 fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn Fn(Var, &str) -> bool) -> bool {
@@ -200,7 +304,7 @@ fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn 
 }
 
 /// Variables whose values the running rules change.
-fn reads_state(var: Var) -> bool {
+pub(crate) fn reads_state(var: Var) -> bool {
     matches!(var, Var::Tx | Var::MatchedVar | Var::MatchedVarName | Var::MatchedVars | Var::MatchedVarsNames)
 }
 

@@ -19,14 +19,32 @@ const SIZE_LIMIT: usize = 64 << 20;
 /// A compiled `@rx` pattern.
 pub enum Pattern {
     Linear(regex::bytes::Regex),
-    Backtracking(Box<fancy_regex::Regex>),
+    Backtracking(Box<Backtracking>),
+}
+
+/// A pattern only the backtracking engine can run, and a linear-time relaxation of it: the same
+/// pattern with look-arounds dropped and back-references widened to "anything" ([`relax`]). Every
+/// text the pattern matches, the relaxation matches too, so a text the relaxation rejects is
+/// rejected without backtracking (most values, for the CRS's two such rules).
+pub struct Backtracking {
+    regex: fancy_regex::Regex,
+    relaxed: Option<regex::Regex>,
+}
+
+impl fmt::Debug for Backtracking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backtracking")
+            .field("regex", &self.regex.as_str())
+            .field("relaxed", &self.relaxed.as_ref().map(regex::Regex::as_str))
+            .finish()
+    }
 }
 
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Linear(r) => f.debug_tuple("Linear").field(&r.as_str()).finish(),
-            Self::Backtracking(r) => f.debug_tuple("Backtracking").field(&r.as_str()).finish(),
+            Self::Backtracking(b) => f.debug_tuple("Backtracking").field(&b.regex.as_str()).finish(),
         }
     }
 }
@@ -55,7 +73,14 @@ impl Pattern {
             Err(linear_error) => fancy_regex::RegexBuilder::new(&format!("(?s){translated}"))
                 .backtrack_limit(BACKTRACK_LIMIT)
                 .build()
-                .map(|r| Pattern::Backtracking(Box::new(r)))
+                .map(|regex| {
+                    // With fancy-regex's own defaults for the parts it hands to `regex` (Unicode
+                    // on), so both read the same text the same way.
+                    let relaxed = relax(&translated).and_then(|r| {
+                        regex::RegexBuilder::new(&format!("(?s){r}")).size_limit(SIZE_LIMIT).build().ok()
+                    });
+                    Pattern::Backtracking(Box::new(Backtracking { regex, relaxed }))
+                })
                 .map_err(|e| {
                     let linear_error = linear_error.to_string();
                     let first = linear_error.lines().last().unwrap_or_default().trim().to_owned();
@@ -88,6 +113,11 @@ impl Pattern {
         matches!(self, Self::Backtracking(_))
     }
 
+    /// Whether a backtracking pattern has a linear relaxation to screen values with.
+    pub fn is_relaxed(&self) -> bool {
+        matches!(self, Self::Backtracking(b) if b.relaxed.is_some())
+    }
+
     /// Runs the pattern; `captures` asks for the matched text and groups (the `capture` action).
     pub fn find(&self, input: &[u8], captures: bool) -> Found {
         match self {
@@ -109,10 +139,14 @@ impl Pattern {
                     ),
                 }
             }
-            Self::Backtracking(r) => {
+            Self::Backtracking(b) => {
                 // fancy-regex works on text: bytes that are not UTF-8 become U+FFFD, which no CRS
                 // pattern that needs this engine looks for.
                 let text = String::from_utf8_lossy(input);
+                if b.relaxed.as_ref().is_some_and(|relaxed| !relaxed.is_match(text.as_ref())) {
+                    return Found::No;
+                }
+                let r = &b.regex;
                 if !captures {
                     return match r.is_match(text.as_ref()) {
                         Ok(true) => Found::Yes(Vec::new()),
@@ -132,6 +166,115 @@ impl Pattern {
             }
         }
     }
+}
+
+/// A pattern that matches at least every text `pattern` (as [`translate`]d) matches, in the
+/// syntax the linear engine reads, or `None` when it cannot be built: look-arounds are dropped
+/// (a condition less), atomic groups become plain groups and possessive quantifiers greedy ones
+/// (more ways to match), and a numbered back-reference becomes `(?s:.*?)` (it matched some
+/// text; any text will do). Named back-references are not rewritten (`None`).
+pub(crate) fn relax(pattern: &str) -> Option<String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len());
+    let mut i = 0;
+    let mut in_class = false;
+    let mut class_start = 0;
+    // The last thing written was a quantifier (so a `+` after it makes it possessive).
+    let mut after_quantifier = false;
+    while let Some(&c) = chars.get(i) {
+        if c == '\\' {
+            let next = *chars.get(i + 1)?;
+            if !in_class && next.is_ascii_digit() && next != '0' {
+                out.push_str("(?s:.*?)");
+                i += 2;
+                while chars.get(i).is_some_and(char::is_ascii_digit) {
+                    i += 1;
+                }
+            } else if !in_class && matches!(next, 'g' | 'k') {
+                return None;
+            } else {
+                out.push(c);
+                out.push(next);
+                i += 2;
+            }
+            after_quantifier = false;
+            continue;
+        }
+        if in_class {
+            // `]` first in a class (`[]` or `[^]`) is a literal.
+            let first = i == class_start + 1 || (i == class_start + 2 && chars.get(class_start + 1) == Some(&'^'));
+            if c == ']' && !first {
+                in_class = false;
+            }
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let rest: String = chars.get(i..(i + 4).min(chars.len()))?.iter().collect();
+        if rest.starts_with("(?=") || rest.starts_with("(?!") || rest.starts_with("(?<=") || rest.starts_with("(?<!") {
+            i = group_end(&chars, i)?;
+            after_quantifier = false;
+            continue;
+        }
+        if rest.starts_with("(?>") {
+            out.push_str("(?:");
+            i += 3;
+            after_quantifier = false;
+            continue;
+        }
+        match c {
+            '[' => {
+                in_class = true;
+                class_start = i;
+            }
+            '+' if after_quantifier => {
+                after_quantifier = false;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        after_quantifier = matches!(c, '*' | '+' | '?' | '}') && !rest.starts_with("(?");
+        out.push(c);
+        i += 1;
+    }
+    Some(out)
+}
+
+/// The index just past the `)` that closes the group opening at `start`.
+fn group_end(chars: &[char], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    let mut in_class = false;
+    let mut class_start = 0;
+    while let Some(&c) = chars.get(i) {
+        match c {
+            '\\' => {
+                i += 2;
+                continue;
+            }
+            '[' if !in_class => {
+                in_class = true;
+                class_start = i;
+            }
+            ']' if in_class
+                && i > class_start + 1
+                && !(i == class_start + 2 && chars.get(class_start + 1) == Some(&'^')) =>
+            {
+                in_class = false;
+            }
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Rewrites the PCRE constructs `regex` reads differently: a `{` that does not start a valid
@@ -249,6 +392,41 @@ mod tests {
         assert!(hit(r"(?<=a)b", "ab"));
         assert!(!hit(r"(?<=a)b", "cb"));
         assert!(Pattern::compile(r"(unclosed").is_err());
+    }
+
+    #[test]
+    fn relaxation_drops_conditions_and_widens_references() {
+        assert_eq!(relax(r"(a+)x\1").as_deref(), Some(r"(a+)x(?s:.*?)"));
+        assert_eq!(relax(r"\b(\w+)\b(?!\b\1\b)=").as_deref(), Some(r"\b(\w+)\b="));
+        assert_eq!(relax(r"(?<=a)b(?<!c)").as_deref(), Some("b"));
+        assert_eq!(relax(r"(?>ab|a)c").as_deref(), Some("(?:ab|a)c"));
+        assert_eq!(relax(r"a++b*+c?+").as_deref(), Some("a+b*c?"));
+        // Escapes and classes are copied as they are: `\1` in a class, `(` and `]` in classes.
+        assert_eq!(relax(r"[\1(?!]x").as_deref(), Some(r"[\1(?!]x"));
+        assert_eq!(relax(r"[]a](?=[)])b").as_deref(), Some("[]a]b"));
+        assert_eq!(relax(r"[\]](?!x)").as_deref(), Some(r"[\]]"));
+        assert_eq!(relax(r"\+\+").as_deref(), Some(r"\+\+"));
+        assert_eq!(relax(r"(?<n>a)\k<n>"), None);
+        assert_eq!(relax(r"(?!unclosed"), None);
+    }
+
+    #[test]
+    fn relaxation_rejects_only_what_the_pattern_rejects() {
+        let p = r#"(?i:[\s'\"`()]*?\b([\d\w]+)\b[\s'\"`()]*?(?:<(?:=(?:[\s'\"`()]*?(?!\b\1\b)[\d\w]+|>[\s'\"`()]*?(?:\b\1\b))|>?[\s'\"`()]*?(?!\b\1\b)[\d\w]+)|(?:not\s+(?:regexp|like)|is\s+not|>=?|!=|\^)[\s'\"`()]*?(?!\b\1\b)[\d\w]+|(?:(?:sounds\s+)?like|r(?:egexp|like)|=)[\s'\"`()]*?(?:\b\1\b)))"#;
+        let compiled = Pattern::compile(p).unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(compiled.is_relaxed(), "942130's pattern has a linear relaxation");
+        for (input, expected) in [
+            ("1=1", true),
+            ("a' = 'a", true),
+            ("x<>y", true),
+            ("x<>x", false),
+            ("blue shoes", false),
+            ("page=2", false),
+            ("id like id", true),
+        ] {
+            let found = matches!(compiled.find(input.as_bytes(), true), Found::Yes(_));
+            assert_eq!(found, expected, "{input}");
+        }
     }
 
     #[test]

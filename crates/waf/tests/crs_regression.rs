@@ -131,6 +131,7 @@ fn crs_regression_per_family() -> Result<(), String> {
     let (Some(dir), Some(crs)) = (corpus(), crs) else { return Ok(()) };
     let mut results: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
+    let mut shortcut_differs: Vec<String> = Vec::new();
     let all = |_: u32, _: u8| true;
     let none = |_: u32, _: moat_waf::rule::Var, _: &str| false;
     let mut entries: Vec<_> =
@@ -167,9 +168,17 @@ fn crs_regression_per_family() -> Result<(), String> {
                         continue;
                     };
                     let mut inspection = crs.inspect(&request);
+                    // The group shortcut must not change a result: every stage is also run with
+                    // every rule visiting every value.
+                    let mut exhaustive = crs.inspect_exhaustive(&request);
                     let mut fired: Vec<String> = Vec::new();
                     for (family, _) in FAMILIES {
-                        fired.extend(inspection.evaluate(family, &all, &none).into_iter().map(|id| id.to_string()));
+                        let ids = inspection.evaluate(family, &all, &none);
+                        let every = exhaustive.evaluate(family, &all, &none);
+                        if ids != every {
+                            shortcut_differs.push(format!("{title} ({family}): {ids:?} vs exhaustive {every:?}"));
+                        }
+                        fired.extend(ids.into_iter().map(|id| id.to_string()));
                     }
                     let expected = id_patterns(output.get("log_contains"));
                     let forbidden = id_patterns(output.get("no_log_contains"));
@@ -215,6 +224,11 @@ fn crs_regression_per_family() -> Result<(), String> {
         for line in &failures {
             eprintln!("  {line}");
         }
+    }
+    if !shortcut_differs.is_empty() {
+        let n = shortcut_differs.len();
+        shortcut_differs.truncate(20);
+        return Err(format!("the group shortcut changed {n} results, first:\n{}", shortcut_differs.join("\n")));
     }
     if lost.is_empty() { Ok(()) } else { Err(format!("families below their floor: {lost:?}\n{}", failures.join("\n"))) }
 }
