@@ -149,10 +149,19 @@ impl EndpointFile {
     }
 
     pub fn write(state: &Path, addr: SocketAddr) -> Result<Self, String> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = Self::path(state);
         let tmp = path.with_file_name(format!(".endpoint.{}", std::process::id()));
         let fail = |e: std::io::Error| format!("cannot write the secret API's endpoint file `{}`: {e}", path.display());
-        std::fs::write(&tmp, format!("http://{addr}\n")).map_err(fail)?;
+        // 0600 like everything else in `STATE/secrets`.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(format!("http://{addr}\n").as_bytes()))
+            .map_err(fail)?;
         std::fs::rename(&tmp, &path).map_err(fail)?;
         Ok(Self(path))
     }

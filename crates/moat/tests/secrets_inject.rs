@@ -45,6 +45,10 @@ struct Up {
 impl Drop for Up {
     fn drop(&mut self) {
         self.stop();
+        // `STATE/instances` links to moat's directory on a tmpfs, which outlives STATE.
+        if let Ok(target) = std::fs::read_link(self.state.join("instances")) {
+            let _ = std::fs::remove_dir_all(target);
+        }
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }
@@ -249,6 +253,13 @@ fn env_secrets_keep_their_start_value_while_volume_files_follow_the_store() {
     assert!(root.starts_with(up.state.join("instances/reader")), "{}", root.display());
     up.file_becomes("reader", "secrets/current", Ok(VOL_V1));
     up.file_becomes("reader", "secrets/first", Ok(VOL_V1));
+    // The plaintext files live on a tmpfs, not on the state directory's disk.
+    let real = std::fs::canonicalize(&root).unwrap();
+    let tmpfs = [std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from), Some(PathBuf::from("/dev/shm"))];
+    if tmpfs.iter().flatten().any(|t| t.is_dir()) {
+        assert!(tmpfs.iter().flatten().any(|t| real.starts_with(t)), "{} is not on a tmpfs", real.display());
+        assert!(!real.starts_with(std::fs::canonicalize(&up.state).unwrap()), "{}", real.display());
+    }
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -301,7 +312,7 @@ fn env_secrets_keep_their_start_value_while_volume_files_follow_the_store() {
 fn an_env_secret_the_service_account_cannot_read_keeps_the_instance_from_starting() {
     let up = start();
     let printed = up.stdout.lock().unwrap().join("\n");
-    assert!(printed.contains("ready: 2/4"), "{printed}");
+    assert!(printed.contains("ready: 3/6"), "{printed}");
     let denied = up.wait_state("denied", "failed");
     let why = denied["error"].as_str().unwrap();
     for part in ["env var `LOCKED_VALUE`", "secret `locked`", "version `1`", "secretmanager.versions.access", DENIED_SA]
@@ -328,6 +339,20 @@ fn an_env_secret_the_service_account_cannot_read_keeps_the_instance_from_startin
     assert_eq!(up.env("denied")["LOCKED_VALUE"], LOCKED_V1);
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(up.service("denied")["error"].is_null());
+}
+
+#[test]
+fn cross_project_aliases_inject_from_the_own_project_and_refuse_any_other() {
+    let up = start();
+    // `own-env` and `own-vol` alias secrets of project 100000000002, moat's own.
+    assert_eq!(up.env("aliased")["ALIASED_VALUE"], ENV_LATEST_V1);
+    up.file_becomes("aliased", "aliased/first", Ok(VOL_V1));
+    // `far` aliases a secret of project 999999999998: the start is refused, and says why.
+    let why = up.wait_state("alias-far", "failed")["error"].as_str().unwrap().to_owned();
+    for part in ["env var `FAR_VALUE`", "secret `env-latest`", "`999999999998`", "which moat does not hold"] {
+        assert!(why.contains(part), "{part}: {why}");
+    }
+    assert!(!why.contains(ENV_LATEST_V1), "{why}");
 }
 
 #[test]

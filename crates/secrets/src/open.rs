@@ -24,28 +24,29 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::api::Inner;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, AuditRecord, rfc3339};
 use crate::error::SecretError;
 use crate::master::{MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey, next_key_path, sync_dir, temp_path, write_new};
 use crate::ops::Event;
 use crate::seal::Keyring;
-use crate::store::{Store, View};
+use crate::store::{Rebuilt, Store, View};
 
 /// The admin credential's file name in the store directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 const ADMIN_TOKEN_PREFIX: &str = "moat-admin.";
 
 pub(crate) fn open(dir: &Path, master: MasterKey, project: Arc<Project>) -> Result<Inner, SecretError> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
-        SecretError::Internal(format!("cannot create the secret store directory `{}`: {e}", dir.display()))
-    })?;
+    private_dir(dir)?;
     let key_file = dir.join(MASTER_KEY_FILE);
     for stale in [temp_path(&key_file), temp_path(&next_key_path(&key_file))] {
         remove_if_present(&stale)?;
     }
-    let store = Store::open(dir)?;
+    let (store, rebuilt) = Store::open(dir)?;
     let master = check_master_key(&store, master, &key_file)?;
     let audit = AuditLog::open(dir)?;
+    if let Some(rebuilt) = rebuilt {
+        audit_rebuild(&audit, &store, &rebuilt)?;
+    }
     let admin_token = admin_token(dir)?;
     let (changes, _) = watch::channel(0);
     Ok(Inner {
@@ -58,6 +59,54 @@ pub(crate) fn open(dir: &Path, master: MasterKey, project: Arc<Project>) -> Resu
         audit,
         admin_token,
     })
+}
+
+/// Creates `dir` with mode 0700, or takes group and other access away from an existing one
+/// (`moat up` or an operator may have created it under a looser umask): it holds the master key
+/// file, the sealed store and the audit log.
+fn private_dir(dir: &Path) -> Result<(), SecretError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| {
+        SecretError::Internal(format!("cannot create the secret store directory `{}` (mode 0700): {e}", dir.display()))
+    };
+    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
+    let meta = std::fs::metadata(dir).map_err(fail)?;
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// One durable audit line for a store the open had to rebuild: who did it is unknown, so the
+/// caller is `moat` itself.
+fn audit_rebuild(audit: &AuditLog, store: &Store, rebuilt: &Rebuilt) -> Result<(), SecretError> {
+    let (result, message) = match rebuilt {
+        Rebuilt::Tampered { why, records } => (
+            "data_loss",
+            format!(
+                "the store file `{}` failed its integrity check ({why}): it was changed outside redb (tampered with, or damaged by the disk); {records} records were carried over unchanged into a fresh file, and each version whose record was altered fails its integrity check (DATA_LOSS) when read",
+                store.path().display()
+            ),
+        ),
+        Rebuilt::Wiped { records } => (
+            "ok",
+            format!(
+                "rewrote the store file `{}` ({records} records) so that destroyed payloads no longer linger in its free pages",
+                store.path().display()
+            ),
+        ),
+    };
+    let record = AuditRecord {
+        time: rfc3339(std::time::SystemTime::now()),
+        caller: "moat".into(),
+        action: "openStore".into(),
+        resource: store.path().display().to_string(),
+        version: None,
+        result: result.into(),
+        permission: None,
+        message: Some(message),
+    };
+    audit.append(&record, true)
 }
 
 /// The key the store's data keys are wrapped under: `master`, or the key of an interrupted

@@ -129,7 +129,7 @@ impl Inner {
 
     fn data_loss(&self, id: &str, n: u64, why: &str) -> SecretError {
         SecretError::DataLoss(format!(
-            "Secret Version [{}] could not be read: its stored data is corrupt or was tampered with ({why}); restore the store from a backup or destroy the version",
+            "Secret Version [{}] failed its integrity check: its stored data is corrupt or was tampered with ({why}); restore the store from a backup or destroy the version",
             self.version_name(id, n)
         ))
     }
@@ -452,7 +452,9 @@ impl Inner {
             None => return Err(self.version_not_found(id, version)),
         };
         let v = if state == VersionState::Destroyed {
-            ev.note = Some("payload and data key wiped".into());
+            w.mark_wipe_pending()?;
+            ev.note =
+                Some("payload and data key removed; the store file is rewritten without them at the next open".into());
             VersionRecord {
                 state,
                 destroy_time: Some(Stamp::now()),
@@ -702,8 +704,10 @@ fn check_payload(len: usize, actual: u32, claimed: Option<u32>) -> Result<(), Se
         )));
     }
     match claimed {
+        // Never the payload's own CRC32C: this message is audited, and a checksum of a short
+        // secret gives the secret away to a brute force.
         Some(c) if c != actual => Err(SecretError::InvalidArgument(format!(
-            "Checksum mismatch: the payload's CRC32C is {actual}, the request's `dataCrc32c` is {c}; nothing was stored"
+            "Checksum mismatch: the request's `dataCrc32c` {c} does not match the payload's CRC32C; compute it over exactly the bytes sent (nothing was stored)"
         ))),
         _ => Ok(()),
     }

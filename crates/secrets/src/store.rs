@@ -6,7 +6,8 @@
 //!   times, CRC32C, the sealed envelope (`seal.rs`), and a CRC32C trailer over the whole
 //!   record so that a flipped byte anywhere in it is reported as data loss, not misread.
 //! - `meta`: `format` and `master_key_id` (the id of the master key every data key is wrapped
-//!   under; rotation rewrites all of them in the same transaction).
+//!   under; rotation rewrites all of them in the same transaction), and `wipe_pending` while a
+//!   destroyed envelope may linger in the file's free pages (the next open rewrites the file).
 //!
 //! Every write transaction commits with `Durability::Immediate`: the mutation is on disk
 //! before the call returns. redb's copy-on-write commit makes a crash at any point leave the
@@ -42,6 +43,9 @@ const VERSION_MAGIC: [u8; 2] = [b'V', 1];
 const STORE_FORMAT: u8 = 1;
 const META_FORMAT: &str = "format";
 const META_MASTER: &str = "master_key_id";
+/// Present while a destroy or a delete has left wiped envelopes in the file's free pages; the
+/// next open rewrites the file without them and so without this key.
+const META_WIPE: &str = "wipe_pending";
 
 /// A point in time as stored: seconds and nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,46 +199,74 @@ pub(crate) struct Store {
 
 impl Store {
     /// Opens or creates `dir/secrets.redb`; after a crash redb recovers the last commit.
-    pub(crate) fn open(dir: &Path) -> Result<Self, SecretError> {
+    ///
+    /// redb verifies every page checksum on open (it does not on reads). A file changed outside
+    /// redb fails that check as a whole, which would make every secret unreadable; instead the
+    /// readable records are copied, byte for byte, into a fresh file ([`rebuild`]), so that only
+    /// the versions whose own records were altered fail — with DATA_LOSS, from their CRC32C
+    /// trailer and the envelope's authentication. The same rebuild runs when a destroy or a
+    /// delete left wiped envelopes in free pages, so they leave the file at the next open.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Rebuilt>), SecretError> {
         let path = dir.join(STORE_FILE);
-        let db = redb::Builder::new()
-            .set_cache_size(64 * 1024 * 1024)
-            // Verify every page's checksum on open: a file altered outside redb fails to open
-            // with an error instead of being trusted (the store is small, so this is cheap).
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => SecretError::Internal(format!(
-                    "the secret store `{}` is already open in another process: stop the other moat first",
-                    path.display()
-                )),
-                e => SecretError::Internal(format!(
-                    "cannot open the secret store `{}`: {e} (restore it from a backup, or move it away to start empty)",
-                    path.display()
-                )),
-            })?;
+        let temp = rebuild_path(&path);
+        remove_stale(&temp)?;
+        private_file(&path)?;
+        let mut rebuilt = None;
+        let db = match open_checked(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why))) => {
+                let records = rebuild(&path).map_err(|e| {
+                    SecretError::Internal(format!(
+                        "the secret store `{}` failed its integrity check ({why}) and could not be rebuilt from its readable records ({e}): restore it from a backup, or move it away to start empty",
+                        path.display()
+                    ))
+                })?;
+                rebuilt = Some(Rebuilt::Tampered { why, records });
+                open_checked(&path).map_err(|e| open_error(&path, e))?
+            }
+            Err(e) => return Err(open_error(&path, e)),
+        };
         let store = Self { db, path };
-        let w = store.write()?;
+        store.init()?;
+        if rebuilt.is_none() && store.read()?.wipe_pending()? {
+            let Self { db, path } = store;
+            drop(db);
+            let records = rebuild(&path).map_err(|e| {
+                SecretError::Internal(format!(
+                    "cannot rewrite the secret store `{}` to drop destroyed payloads: {e}",
+                    path.display()
+                ))
+            })?;
+            rebuilt = Some(Rebuilt::Wiped { records });
+            let store = Self { db: open_checked(&path).map_err(|e| open_error(&path, e))?, path };
+            store.init()?;
+            return Ok((store, rebuilt));
+        }
+        Ok((store, rebuilt))
+    }
+
+    /// Checks the format and creates the tables.
+    fn init(&self) -> Result<(), SecretError> {
+        let w = self.write()?;
         {
-            let mut meta = w.txn.open_table(META).map_err(|e| store.fail(e))?;
-            let format = meta.get(META_FORMAT).map_err(|e| store.fail(e))?.map(|v| v.value().to_vec());
+            let mut meta = w.txn.open_table(META).map_err(|e| self.fail(e))?;
+            let format = meta.get(META_FORMAT).map_err(|e| self.fail(e))?.map(|v| v.value().to_vec());
             match format.as_deref() {
                 None => {
-                    meta.insert(META_FORMAT, [STORE_FORMAT].as_slice()).map_err(|e| store.fail(e))?;
+                    meta.insert(META_FORMAT, [STORE_FORMAT].as_slice()).map_err(|e| self.fail(e))?;
                 }
                 Some([STORE_FORMAT]) => {}
                 Some(_) => {
                     return Err(SecretError::Internal(format!(
                         "the secret store `{}` was written by a newer moat: use that version",
-                        store.path.display()
+                        self.path.display()
                     )));
                 }
             }
-            w.txn.open_table(SECRETS).map_err(|e| store.fail(e))?;
-            w.txn.open_table(VERSIONS).map_err(|e| store.fail(e))?;
+            w.txn.open_table(SECRETS).map_err(|e| self.fail(e))?;
+            w.txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
         }
-        w.commit()?;
-        Ok(store)
+        w.commit()
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -256,6 +288,144 @@ impl Store {
     pub(crate) fn fail(&self, e: impl std::fmt::Display) -> SecretError {
         SecretError::Internal(format!("the secret store `{}` failed: {e}", self.path.display()))
     }
+}
+
+/// What an open had to rebuild, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rebuilt {
+    /// The file failed redb's integrity check (`why`): it was changed outside redb. `records`
+    /// readable records were carried over unchanged.
+    Tampered { why: String, records: usize },
+    /// Destroyed payloads lingered in free pages; the file was rewritten without them.
+    Wiped { records: usize },
+}
+
+fn open_checked(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(64 * 1024 * 1024)
+        // Verify every page's checksum on open: a file altered outside redb is noticed (and
+        // rebuilt, see `Store::open`) instead of being trusted; the store is small, so it is cheap.
+        .set_check_integrity_on_open(true)
+        .create(path)
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> SecretError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => SecretError::Internal(format!(
+            "the secret store `{}` is already open in another process: stop the other moat first",
+            path.display()
+        )),
+        e => SecretError::Internal(format!(
+            "cannot open the secret store `{}`: {e} (restore it from a backup, or move it away to start empty)",
+            path.display()
+        )),
+    }
+}
+
+/// `secrets.redb.rebuild`: the fresh file a rebuild writes before renaming it into place.
+fn rebuild_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".rebuild");
+    PathBuf::from(s)
+}
+
+/// A rebuild that a crash interrupted before its rename: the original is still in place.
+fn remove_stale(path: &Path) -> Result<(), SecretError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SecretError::Internal(format!("cannot remove the stale file `{}`: {e}", path.display()))),
+    }
+}
+
+/// Creates `path` empty with mode 0600 when missing (redb initialises an empty file; its own
+/// create would follow the umask), and takes group and other access away from an existing one.
+pub(crate) fn private_file(path: &Path) -> Result<(), SecretError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| {
+        SecretError::Internal(format!("cannot make `{}` private to moat's user (mode 0600): {e}", path.display()))
+    };
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path).map_err(fail)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700)).map_err(fail)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Copies every record of the (closed) store at `path` into a fresh file and renames it into
+/// place; returns how many records were copied. Only what the tables reach is copied: free
+/// pages (stale copies, wiped envelopes) stay behind in the old file, which the rename unlinks.
+/// The old file is read without verification, so a value altered on disk is copied as it is,
+/// for its own checksum and AEAD to report. A crash before the rename leaves the original in
+/// place and a `.rebuild` file that the next open removes.
+fn rebuild(path: &Path) -> Result<usize, String> {
+    let temp = rebuild_path(path);
+    remove_stale(&temp).map_err(|e| e.to_string())?;
+    private_file(&temp).map_err(|e| e.to_string())?;
+    // redb documents that an unverified read of a damaged file may panic rather than fail.
+    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy_records(path, &temp)))
+        .map_err(|_| "reading the damaged file stopped on a malformed page".to_owned())
+        .and_then(|r| r);
+    let copied = match copied {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&temp, path)
+        .and_then(|()| crate::master::sync_dir(path))
+        .map_err(|e| format!("cannot rename `{}` over it: {e}", temp.display()))?;
+    Ok(copied)
+}
+
+fn copy_records(from: &Path, to: &Path) -> Result<usize, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    // Read-only: never modifies the file, and refuses one a crash left (which needs redb's
+    // verified recovery, the very check that failed).
+    let src = redb::Builder::new().open_read_only(from).map_err(|e| s(&e))?;
+    let dst = redb::Builder::new().create(to).map_err(|e| s(&e))?;
+    let r = src.begin_read().map_err(|e| s(&e))?;
+    let mut w = dst.begin_write().map_err(|e| s(&e))?;
+    w.set_durability(Durability::Immediate).map_err(|e| s(&e))?;
+    let mut n = 0;
+    for (def, skip) in [(SECRETS, None), (META, Some(META_WIPE))] {
+        let t = match r.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(s(&e)),
+        };
+        let mut out = w.open_table(def).map_err(|e| s(&e))?;
+        for row in t.iter().map_err(|e| s(&e))? {
+            let (k, v) = row.map_err(|e| s(&e))?;
+            if Some(k.value()) != skip {
+                out.insert(k.value(), v.value()).map_err(|e| s(&e))?;
+                n += 1;
+            }
+        }
+    }
+    match r.open_table(VERSIONS) {
+        Ok(t) => {
+            let mut out = w.open_table(VERSIONS).map_err(|e| s(&e))?;
+            for row in t.iter().map_err(|e| s(&e))? {
+                let (k, v) = row.map_err(|e| s(&e))?;
+                out.insert(k.value(), v.value()).map_err(|e| s(&e))?;
+                n += 1;
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(s(&e)),
+    }
+    w.commit().map_err(|e| s(&e))?;
+    drop(r);
+    dst.close().map_err(|e| s(&e))?;
+    Ok(n)
 }
 
 pub(crate) struct ReadTxn<'s> {
@@ -402,8 +572,18 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
+    /// Notes that this transaction frees pages holding envelopes: the next open rewrites the file
+    /// so that they do not linger in its free pages (docs/SECRETS.md, "Destroy").
+    pub(crate) fn mark_wipe_pending(&self) -> Result<(), SecretError> {
+        let s = self.store;
+        let mut t = self.txn.open_table(META).map_err(|e| s.fail(e))?;
+        t.insert(META_WIPE, [1u8].as_slice()).map_err(|e| s.fail(e))?;
+        Ok(())
+    }
+
     /// Removes the secret and all its versions.
     pub(crate) fn delete_secret(&self, id: &str) -> Result<(), SecretError> {
+        self.mark_wipe_pending()?;
         let s = self.store;
         let mut versions = self.txn.open_table(VERSIONS).map_err(|e| s.fail(e))?;
         versions.retain_in((id, 0)..=(id, u64::MAX), |_, _| false).map_err(|e| s.fail(e))?;
@@ -436,6 +616,15 @@ impl WriteTxn<'_> {
     pub(crate) fn commit(self) -> Result<(), SecretError> {
         let s = self.store;
         self.txn.commit().map_err(|e| s.fail(e))
+    }
+}
+
+impl ReadTxn<'_> {
+    /// Whether a destroy or delete since the last rebuild left wiped envelopes in free pages.
+    pub(crate) fn wipe_pending(&self) -> Result<bool, SecretError> {
+        let s = self.store;
+        let t = self.txn.open_table(META).map_err(|e| s.fail(e))?;
+        Ok(t.get(META_WIPE).map_err(|e| s.fail(e))?.is_some())
     }
 }
 
@@ -490,13 +679,14 @@ mod tests {
     fn tables_survive_reopen() {
         let d = tempfile::tempdir().expect("dir");
         {
-            let s = Store::open(d.path()).expect("open");
+            let (s, _) = Store::open(d.path()).expect("open");
             let w = s.write().expect("write");
             w.put_version("a", 1, &record()).expect("put");
             w.set_master_key_id([1, 2, 3, 4]).expect("meta");
             w.commit().expect("commit");
         }
-        let s = Store::open(d.path()).expect("reopen");
+        let (s, rebuilt) = Store::open(d.path()).expect("reopen");
+        assert_eq!(rebuilt, None);
         let r = s.read().expect("read");
         assert_eq!(r.version("a", 1).expect("get"), Some(Ok(record())));
         assert_eq!(r.master_key_id().expect("meta"), Some([1, 2, 3, 4]));

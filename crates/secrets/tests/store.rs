@@ -72,6 +72,33 @@ fn audit(s: &Secrets) -> Vec<AuditRecord> {
         .collect()
 }
 
+/// The ways a CRC32C could be written: decimal, hex, and the base64 of its bytes.
+fn crc_forms(crc: u32) -> Vec<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    vec![
+        crc.to_string(),
+        format!("{crc:08x}"),
+        format!("{crc:08X}"),
+        b64.encode(crc.to_be_bytes()),
+        b64.encode(crc.to_le_bytes()),
+    ]
+}
+
+/// The raw record of version `n` of `id`, read from the closed store's file.
+fn raw_record(dir: &Path, id: &str, n: u64) -> Vec<u8> {
+    use redb::ReadableDatabase;
+    let db = redb::Builder::new().open_read_only(dir.join("secrets.redb")).expect("redb");
+    let r = db.begin_read().expect("read");
+    let t = r.open_table(moat_secrets::store::VERSIONS).expect("table");
+    t.get((id, n)).expect("get").expect("present").value().to_vec()
+}
+
+/// Where `needle` occurs in `hay`.
+fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    hay.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect()
+}
+
 #[test]
 fn secrets_is_send_sync_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
@@ -147,6 +174,9 @@ fn payload_size_and_checksum_are_checked_and_nothing_is_stored_on_failure() {
     let e = s.add_version(ADMIN, "db", b"abc", Some(crc32c::crc32c(b"abd"))).expect_err("bad crc");
     assert_eq!(e.status(), "INVALID_ARGUMENT");
     assert!(e.to_string().contains("CRC32C"), "{e}");
+    for form in crc_forms(crc32c::crc32c(b"abc")) {
+        assert!(!e.to_string().contains(&form), "the message gives away the payload's CRC32C ({form}): {e}");
+    }
     let ok = s.add_version(ADMIN, "db", b"abc", Some(crc32c::crc32c(b"abc"))).expect("good crc");
     assert_eq!(ok.version, 2, "failed adds consumed no version number");
     let p = s.access(ADMIN, "db", Selector::Latest).expect("access");
@@ -353,6 +383,8 @@ fn the_audit_log_has_one_record_per_call_and_never_a_value() {
     s.get_iam_policy(ADMIN, "db").expect("get policy");
     s.test_iam_permissions(ADMIN, "db", &[]).expect("test");
     s.ensure_declared("db", &PolicyDoc::default(), Some(b"seed-value")).expect("declared");
+    // A checksum mismatch: the audited message must not carry the payload's real CRC32C.
+    s.add_version(ADMIN, "db", payload.as_bytes(), Some(1)).expect_err("bad crc");
     let token = std::fs::read_to_string(s.admin_token_path()).expect("token");
     let records = audit(&s);
     let summary: Vec<(&str, &str)> = records.iter().map(|r| (r.action.as_str(), r.result.as_str())).collect();
@@ -371,6 +403,7 @@ fn the_audit_log_has_one_record_per_call_and_never_a_value() {
             ("getIamPolicy", "ok"),
             ("testIamPermissions", "ok"),
             ("ensureDeclared", "ok"),
+            ("addVersion", "invalid_argument"),
         ]
     );
     let r = &records[2];
@@ -385,6 +418,11 @@ fn the_audit_log_has_one_record_per_call_and_never_a_value() {
     let text = std::fs::read_to_string(s.audit_path()).expect("log");
     assert!(!text.contains(payload) && !text.contains("seed-value"), "the audit log must never hold a value");
     assert!(!text.contains(token.trim()), "the audit log must never hold a token");
+    for form in
+        crc_forms(crc32c::crc32c(payload.as_bytes())).into_iter().chain(crc_forms(crc32c::crc32c(b"seed-value")))
+    {
+        assert!(!text.contains(&form), "the audit log must never hold a value's CRC32C ({form})");
+    }
     for r in &records {
         assert!(r.time.ends_with('Z') && r.time.len() == 24, "{}", r.time);
     }
@@ -649,4 +687,84 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_byte_flipped_in_the_file_fails_that_version_only_and_is_audited() {
+    let d = tempfile::tempdir().expect("dir");
+    secret(&open(d.path()), "db", &["one-4711", "two-4712"]);
+    // Edit the file's bytes, not through redb (which would re-checksum its pages): flip a byte
+    // in the middle of every copy of version 1's record, i.e. inside its sealed envelope.
+    let raw = raw_record(d.path(), "db", 1);
+    let file = d.path().join("secrets.redb");
+    let mut bytes = std::fs::read(&file).expect("file");
+    let hits = find_all(&bytes, &raw);
+    assert!(!hits.is_empty(), "the record is stored as it is");
+    for at in hits {
+        bytes[at + raw.len() / 2] ^= 0x20;
+    }
+    std::fs::write(&file, &bytes).expect("tamper");
+
+    let s = open(d.path());
+    let e = s.access(ADMIN, "db", Selector::Number(1)).expect_err("tampered");
+    assert_eq!(e.status(), "DATA_LOSS", "{e}");
+    assert!(e.to_string().contains("versions/1] failed its integrity check"), "{e}");
+    assert_eq!(value(&s, ADMIN, "db", Selector::Number(2)).expect("untouched"), (2, "two-4712".into()));
+    let records = audit(&s);
+    let opened: Vec<_> = records.iter().filter(|r| r.action == "openStore").collect();
+    assert_eq!(opened.len(), 1, "{records:?}");
+    assert_eq!((opened[0].caller.as_str(), opened[0].result.as_str()), ("moat", "data_loss"));
+    assert!(opened[0].message.as_deref().is_some_and(|m| m.contains("failed its integrity check")), "{opened:?}");
+    let access = records.iter().rfind(|r| r.action == "access" && r.version == Some(1)).expect("audited");
+    assert_eq!(access.result, "data_loss");
+    assert!(access.message.as_deref().is_some_and(|m| m.contains("failed its integrity check")), "{access:?}");
+
+    // The rebuilt file passes redb's check from now on; the version stays DATA_LOSS until destroyed.
+    drop(s);
+    let s = open(d.path());
+    assert_eq!(audit(&s).iter().filter(|r| r.action == "openStore").count(), 1, "no second rebuild");
+    assert_eq!(s.access(ADMIN, "db", Selector::Number(1)).expect_err("still tampered").status(), "DATA_LOSS");
+    s.set_state(ADMIN, "db", Selector::Number(1), VersionState::Destroyed, None).expect("the way out");
+    assert_eq!(value(&s, ADMIN, "db", Selector::Latest).expect("latest").1, "two-4712");
+}
+
+#[test]
+fn a_destroyed_envelope_leaves_the_file_at_the_next_open() {
+    let d = tempfile::tempdir().expect("dir");
+    secret(&open(d.path()), "db", &["shred-me", "keep-me"]);
+    let raw = raw_record(d.path(), "db", 1);
+    let s = open(d.path());
+    s.set_state(ADMIN, "db", Selector::Number(1), VersionState::Destroyed, None).expect("destroy");
+    drop(s);
+    let s = open(d.path());
+    let bytes = std::fs::read(d.path().join("secrets.redb")).expect("file");
+    // Any 32 bytes of the old record hold part of the wrapped data key or the ciphertext.
+    for chunk in raw.chunks_exact(32) {
+        assert!(find_all(&bytes, chunk).is_empty(), "part of the destroyed envelope is still in the file");
+    }
+    assert_eq!(value(&s, ADMIN, "db", Selector::Number(2)).expect("kept").1, "keep-me");
+    let rewrites = |s: &Secrets| audit(s).into_iter().filter(|r| r.action == "openStore").count();
+    assert_eq!(rewrites(&s), 1);
+    drop(s);
+    assert_eq!(rewrites(&open(d.path())), 1, "nothing new to wipe: no rewrite");
+}
+
+#[test]
+fn the_store_directory_and_file_are_made_private_even_when_they_exist() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("dir");
+    let dir = d.path().join("secrets");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let s = open(&dir);
+    secret(&s, "db", &["v"]);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("secrets.redb")), 0o600);
+    drop(s);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(dir.join("secrets.redb"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let s = open(&dir);
+    assert_eq!((mode(&dir), mode(&dir.join("secrets.redb"))), (0o700, 0o600), "repaired at open");
+    assert_eq!(value(&s, ADMIN, "db", Selector::Latest).expect("readable").1, "v");
 }

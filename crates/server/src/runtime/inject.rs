@@ -155,11 +155,12 @@ struct Held {
 
 impl Injection {
     /// Clears what earlier runs left under `STATE/instances/SERVICE` (a moat that was killed
-    /// cannot clean up): mounted secrets must not outlive their instance on disk.
+    /// cannot clean up): mounted secrets must not outlive their instance. `STATE/instances` is a
+    /// link into a tmpfs when there is one ([`instances_dir`]).
     pub fn new(project: &Project, service: &Service, secrets: &Secrets, state_dir: &Path) -> Self {
         // Absolute: the workload runs in its own directory and is told this path.
         let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-        let instances = state_dir.join("instances").join(&service.name);
+        let instances = instances_dir(&state_dir).join(&service.name);
         if let Err(e) = std::fs::remove_dir_all(&instances)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -395,6 +396,123 @@ fn instance_id() -> Result<String, String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// `STATE/instances`, where each instance's mount root goes, made a symbolic link to a private
+/// (0700) directory on a tmpfs so that plaintext secret files stay off the persistent disk:
+/// under `$XDG_RUNTIME_DIR` when it is set and on a tmpfs, else under `/dev/shm`. An existing
+/// link into a tmpfs directory of moat's user is kept (a reload adds services while others run);
+/// a link whose target is gone (a reboot) and a directory left by an earlier run are replaced.
+/// With neither tmpfs, `STATE/instances` stays a directory on disk, and moat says so.
+pub(crate) fn instances_dir(state_dir: &Path) -> PathBuf {
+    let link = state_dir.join("instances");
+    if let Err(why) = link_to_tmpfs(&link) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "moat: secret volumes are written on disk under `{}`: {why} (mount a tmpfs at $XDG_RUNTIME_DIR or /dev/shm to keep them in memory)",
+                link.display()
+            );
+        });
+        if let Err(e) = private_dir(&link) {
+            eprintln!("moat: cannot create `{}`: {e}", link.display());
+        }
+    }
+    link
+}
+
+fn link_to_tmpfs(link: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).map_err(|e| format!("cannot read /proc/self: {e}"))?;
+    match std::fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(link).map_err(|e| format!("cannot read the link: {e}"))?;
+            let ours =
+                std::fs::symlink_metadata(&target).is_ok_and(|t| t.is_dir() && t.uid() == me && t.mode() & 0o077 == 0);
+            if ours && on_tmpfs(&target) {
+                return Ok(());
+            }
+            std::fs::remove_file(link).map_err(|e| format!("cannot remove the stale link: {e}"))?;
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = xdg
+        .into_iter()
+        .chain([PathBuf::from("/dev/shm")])
+        .find(|b| b.is_dir() && on_tmpfs(b))
+        .ok_or_else(|| "neither $XDG_RUNTIME_DIR nor /dev/shm is a tmpfs".to_owned())?;
+    // A fresh random name, created exclusively: nobody can have prepared it (/dev/shm is shared).
+    let target = base.join(format!("moat-{}", instance_id()?));
+    let mut b = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(&target).map_err(|e| format!("cannot create `{}`: {e}", target.display()))?;
+    let linked = (|| {
+        // A directory left by an earlier run (older moat, or no tmpfs then): its files are
+        // plaintext on disk, and no instance of this run uses them yet.
+        if std::fs::symlink_metadata(link).is_ok() {
+            std::fs::remove_dir_all(link)?;
+        }
+        let tmp = link.with_file_name(".instances.moat-tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp)?;
+        std::fs::rename(&tmp, link)
+    })();
+    linked.map_err(|e| {
+        let _ = std::fs::remove_dir(&target);
+        format!("cannot link `{}` to `{}`: {e}", link.display(), target.display())
+    })
+}
+
+/// Whether `dir` is on a tmpfs (or ramfs), by the mount table.
+fn on_tmpfs(dir: &Path) -> bool {
+    let (Ok(dir), Ok(mounts)) = (std::fs::canonicalize(dir), std::fs::read_to_string("/proc/self/mounts")) else {
+        return false;
+    };
+    on_tmpfs_in(&mounts, &dir)
+}
+
+/// [`on_tmpfs`] over a mount table in `/proc/mounts` form: the deepest mount point holding
+/// `dir` decides (the last one listed when several are stacked there).
+fn on_tmpfs_in(mounts: &str, dir: &Path) -> bool {
+    let mut best: Option<(usize, bool)> = None;
+    for line in mounts.lines() {
+        let mut fields = line.split(' ');
+        let (Some(_), Some(point), Some(fstype)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let point = PathBuf::from(unescape_mount(point));
+        if dir.starts_with(&point) {
+            let depth = point.components().count();
+            if best.is_none_or(|(d, _)| depth >= d) {
+                best = Some((depth, matches!(fstype, "tmpfs" | "ramfs")));
+            }
+        }
+    }
+    best.is_some_and(|(_, tmpfs)| tmpfs)
+}
+
+/// The kernel writes space, tab, newline and backslash in mount points as `\NNN` (octal).
+fn unescape_mount(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(head);
+        let code = tail.get(1..4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = tail.get(4..).unwrap_or_default();
+            }
+            None => {
+                out.push('\\');
+                rest = tail.get(1..).unwrap_or_default();
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Creates `dir` and its missing parents, readable by moat's user only.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
@@ -404,9 +522,9 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
-/// Replaces `path` in one step: the data goes to a temporary file in the same directory, is
-/// synced, gets its final mode, and is renamed over the old file, so a reader sees the old
-/// value or the new one, never a mix.
+/// Replaces `path` in one step: the data goes to a temporary file in the same directory, gets
+/// its final mode, and is renamed over the old file, so a reader sees the old value or the new
+/// one, never a mix.
 fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.moat-tmp"));
@@ -422,7 +540,8 @@ fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
         f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         #[cfg(not(unix))]
         let _ = mode;
-        f.sync_all()?;
+        // No fsync: the file is plaintext and lives only as long as its instance (on a tmpfs,
+        // where there is nothing to sync; on a disk, syncing would only make it outlive a crash).
         drop(f);
         std::fs::rename(&tmp, path)
     })();
@@ -516,6 +635,58 @@ mod tests {
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.join("secrets")).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tmpfs_is_told_by_the_deepest_mount_point() {
+        let mounts = "overlay / overlay rw 0 0\n\
+                      tmpfs /dev/shm tmpfs rw 0 0\n\
+                      tmpfs /run/user/1000 tmpfs rw 0 0\n\
+                      /dev/sda1 /run/user/1000/disk ext4 rw 0 0\n\
+                      tmpfs /mnt/with\\040space tmpfs rw 0 0\n\
+                      tmpfs /stacked tmpfs rw 0 0\n\
+                      /dev/sdb /stacked xfs rw 0 0\n";
+        for (dir, want) in [
+            ("/", false),
+            ("/dev/shm/moat-1", true),
+            ("/dev/shmx", false),
+            ("/run/user/1000", true),
+            ("/run/user/1000/disk/a", false),
+            ("/mnt/with space/x", true),
+            ("/stacked/x", false),
+            ("/home/u/state", false),
+        ] {
+            assert_eq!(on_tmpfs_in(mounts, Path::new(dir)), want, "{dir}");
+        }
+        assert_eq!(unescape_mount("a\\011b\\134c\\"), "a\tb\\c\\");
+    }
+
+    #[test]
+    fn instances_go_to_a_private_tmpfs_directory_that_is_kept_across_calls() {
+        use std::os::unix::fs::PermissionsExt as _;
+        if !on_tmpfs(Path::new("/dev/shm")) {
+            eprintln!("SKIP: /dev/shm is not a tmpfs here");
+            return;
+        }
+        let state = std::env::temp_dir().join(format!("moat-inject-base-{}", std::process::id()));
+        // A directory an earlier run left on disk.
+        std::fs::create_dir_all(state.join("instances/old/0a")).unwrap();
+        std::fs::write(state.join("instances/old/0a/k"), b"left over").unwrap();
+        let link = instances_dir(&state);
+        let target = std::fs::read_link(&link).expect("a link");
+        assert!(on_tmpfs(&target), "{}", target.display());
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(!link.join("old").exists(), "leftovers of an earlier run are removed");
+        private_dir(&link.join("svc/1")).unwrap();
+        assert_eq!(std::fs::read_link(instances_dir(&state)).unwrap(), target, "kept while it is valid");
+        assert!(link.join("svc/1").is_dir());
+        // The target vanished (a reboot): a fresh one.
+        std::fs::remove_dir_all(&target).unwrap();
+        let again = std::fs::read_link(instances_dir(&state)).unwrap();
+        assert_ne!(again, target);
+        assert!(again.is_dir());
+        std::fs::remove_dir_all(&again).unwrap();
+        std::fs::remove_dir_all(&state).unwrap();
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub(crate) async fn call(secrets: &Secrets, c: Call) -> Result<Answer, ApiError>
             let body: SetIamBody = json_body(&c.body)?;
             let policy =
                 body.policy.ok_or_else(|| ApiError::invalid("policy is required: send {\"policy\": {...}}"))?;
+            if policy.has_audit_configs() {
+                return Err(ApiError::invalid(
+                    "policy.auditConfigs is not supported by moat's secret store: remove it (moat records every access and change of a secret in STATE/secrets/audit.jsonl, whatever the policy says)",
+                ));
+            }
             // The etag is `bytes`: clients may send it back in either base64 alphabet (gcloud
             // re-encodes it URL-safe), so it is compared in the store's standard form.
             let etag = policy.etag.as_deref().filter(|e| !e.is_empty()).map(wire::standard_base64);

@@ -331,9 +331,22 @@ pub(crate) struct PolicyBody {
     pub bindings: Vec<BindingDoc>,
     #[serde(default)]
     pub etag: Option<String>,
+    /// Data-access audit settings: moat audits every call anyway and cannot store them, so a
+    /// non-empty list is refused rather than dropped (a client would believe them in force).
+    #[serde(default, rename = "auditConfigs")]
+    pub audit_configs: Option<serde_json::Value>,
 }
 
 impl PolicyBody {
+    /// Whether the request carries audit settings (an empty list or `null` carries none).
+    pub(crate) fn has_audit_configs(&self) -> bool {
+        match &self.audit_configs {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        }
+    }
+
     pub(crate) fn doc(&self) -> PolicyDoc {
         PolicyDoc { version: self.version.unwrap_or(0), bindings: self.bindings.clone() }
     }
