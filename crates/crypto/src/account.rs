@@ -30,7 +30,7 @@ impl Account {
     /// The account an IAM principal names; `None` for `anonymous`, which has no tokens.
     pub fn from_principal(p: &Principal) -> Option<Self> {
         match p {
-            Principal::Anonymous => None,
+            Principal::Anonymous | Principal::Federated(_) => None,
             Principal::User(e) => Some(Self::user(e)),
             Principal::ServiceAccount(e) => Some(Self::service_account(e)),
         }

@@ -33,6 +33,12 @@ pub const CLOCK_SKEW_MARGIN_SECS: u64 = 300;
 /// Validity of the current key's certificate; it is reissued shorter when the key retires.
 const CURRENT_CERT_VALIDITY_SECS: u64 = 365 * 24 * 3600;
 const INDEX_FILE: &str = "index.json";
+/// Taken (flock, exclusive) around every read-modify-write of the store, by every process.
+const LOCK_FILE: &str = ".lock";
+/// How long a new key of a scheduled rotation or `moat keys rotate` is published before it
+/// signs. Longer than any refresh interval of moat's own verifiers: a running server adopts a
+/// rotation made by another process within 60 s and its front door copies keys every 5 s.
+pub const PREPUBLISH_SECS: u64 = 120;
 const INDEX_VERSION: u32 = 1;
 /// Latest instant X.509 can express with a four-digit year.
 const MAX_CERT_TIME: u64 = 253_402_300_799;
@@ -88,6 +94,16 @@ struct IndexEntry {
     kid: String,
     created_at: u64,
     retired_at: Option<u64>,
+    /// A pre-published key: in the JWKS already, signing from this unix time on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    activates_at: Option<u64>,
+}
+
+impl IndexEntry {
+    /// The signing key: neither retired nor waiting.
+    fn is_current(&self) -> bool {
+        self.retired_at.is_none() && self.activates_at.is_none()
+    }
 }
 
 struct RingKey {
@@ -101,13 +117,13 @@ struct RingKey {
 }
 
 impl RingKey {
-    fn generate(now: u64) -> Result<Self, KeyError> {
+    fn generate(now: u64, activates_at: Option<u64>) -> Result<Self, KeyError> {
         let pair = RsaKeyPair::generate(rsa::KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
         let pkcs8 = pair.as_der().map_err(|_| KeyError::Generate)?.as_ref().to_vec();
         let mut id = [0u8; 20];
         rand::fill(&mut id).map_err(|_| KeyError::Generate)?;
         let kid: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        Self::from_parts(IndexEntry { kid, created_at: now, retired_at: None }, pair, pkcs8)
+        Self::from_parts(IndexEntry { kid, created_at: now, retired_at: None, activates_at }, pair, pkcs8)
     }
 
     fn from_parts(meta: IndexEntry, pair: RsaKeyPair, pkcs8: Vec<u8>) -> Result<Self, KeyError> {
@@ -157,6 +173,27 @@ impl RingKey {
     }
 }
 
+/// Pre-publication delay of a scheduled rotation every `every_secs`: [`PREPUBLISH_SECS`], but
+/// at most half the period, so that very short periods (tests) still rotate.
+pub fn prepublish_delay(every_secs: u64) -> u64 {
+    PREPUBLISH_SECS.min(every_secs / 2)
+}
+
+/// Takes the store's exclusive lock; it is released when the returned file is dropped.
+fn lock_store(dir: &Path) -> Result<File, KeyError> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    f.lock().map_err(io("lock", &path))?;
+    Ok(f)
+}
+
 fn prune_at(retired_at: u64) -> u64 {
     retired_at.saturating_add(MAX_TOKEN_LIFETIME_SECS).saturating_add(CLOCK_SKEW_MARGIN_SECS)
 }
@@ -189,7 +226,8 @@ impl fmt::Debug for KeyRing {
 
 impl KeyRing {
     /// Opens the key store in `dir`, creating the directory (0700) and a first key when the
-    /// directory holds no keys yet. Retired keys past their retention are pruned.
+    /// directory holds no keys yet. A pre-published key whose time has come becomes the signing
+    /// key, and retired keys past their retention are pruned.
     pub fn load_or_create(dir: &Path, now: u64) -> Result<Self, KeyError> {
         match fs::metadata(dir) {
             Ok(m) if !m.is_dir() => return Err(KeyError::NotADirectory(dir.to_path_buf())),
@@ -204,6 +242,12 @@ impl KeyRing {
             }
             Err(e) => return Err(io("read", dir)(e)),
         }
+        let _lock = lock_store(dir)?;
+        Self::load_locked(dir, now)
+    }
+
+    /// Reads the store; the caller holds the store lock (it may write the index).
+    fn load_locked(dir: &Path, now: u64) -> Result<Self, KeyError> {
         let index_path = dir.join(INDEX_FILE);
         let text = match fs::read_to_string(&index_path) {
             Ok(t) => t,
@@ -215,11 +259,19 @@ impl KeyRing {
         if index.version != INDEX_VERSION {
             return Err(corrupt(format!("version {} is not {INDEX_VERSION}", index.version)));
         }
-        let current = index.keys.iter().filter(|k| k.retired_at.is_none()).count();
+        let current = index.keys.iter().filter(|k| k.is_current()).count();
         if current != 1 {
             return Err(corrupt(format!("{current} current keys instead of one")));
         }
-        if index.keys.last().is_some_and(|k| k.retired_at.is_some()) {
+        let pending: Vec<&IndexEntry> = index.keys.iter().filter(|k| k.activates_at.is_some()).collect();
+        if pending.len() > 1 || pending.iter().any(|k| k.retired_at.is_some()) {
+            return Err(corrupt("more than one pre-published key, or a retired one".into()));
+        }
+        // Oldest first: the current key is last, or second to last before a pre-published key.
+        let mut newest = index.keys.iter().rev();
+        let last_is_pending = newest.next().is_some_and(|k| k.activates_at.is_some());
+        let current_in_place = if last_is_pending { newest.next() } else { index.keys.last() };
+        if !current_in_place.is_some_and(IndexEntry::is_current) {
             return Err(corrupt("the current key is not the last one".into()));
         }
         let mut keys: Vec<RingKey> = Vec::with_capacity(index.keys.len());
@@ -233,6 +285,7 @@ impl KeyRing {
             keys.push(load_key(dir, meta)?);
         }
         let mut ring = Self { dir: Some(dir.to_path_buf()), keys };
+        ring.promote(now)?;
         ring.prune(now)?;
         Ok(ring)
     }
@@ -245,7 +298,7 @@ impl KeyRing {
                 return Err(KeyError::OrphanKeys(dir.to_path_buf()));
             }
         }
-        let ring = Self { dir: Some(dir.to_path_buf()), keys: vec![RingKey::generate(now)?] };
+        let ring = Self { dir: Some(dir.to_path_buf()), keys: vec![RingKey::generate(now, None)?] };
         for k in &ring.keys {
             write_atomic(dir, &format!("{}.pem", k.meta.kid), k.pem().as_bytes())?;
         }
@@ -255,66 +308,144 @@ impl KeyRing {
 
     /// A key ring that lives only in memory (tests, ephemeral runs).
     pub fn in_memory(now: u64) -> Result<Self, KeyError> {
-        Ok(Self { dir: None, keys: vec![RingKey::generate(now)?] })
+        Ok(Self { dir: None, keys: vec![RingKey::generate(now, None)?] })
     }
 
+    /// The signing key: the one neither retired nor waiting to sign.
     #[expect(clippy::expect_used, reason = "every constructor leaves one current key and nothing removes it")]
     fn current(&self) -> &RingKey {
-        self.keys.last().expect("a key ring always has a current key")
+        self.keys.iter().rev().find(|k| k.meta.is_current()).expect("a key ring always has a current key")
     }
 
+    /// The kid of the key that signs now.
     pub fn current_kid(&self) -> &str {
         &self.current().meta.kid
     }
 
-    /// Kids of every published key, oldest first (the last is current).
+    /// The pre-published key, if any, and the unix time from which it signs.
+    pub fn next_key(&self) -> Option<(&str, u64)> {
+        self.keys.iter().find_map(|k| k.meta.activates_at.map(|at| (k.meta.kid.as_str(), at)))
+    }
+
+    /// Kids of every published key, oldest first (the last is the current key, or the
+    /// pre-published one).
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| k.meta.kid.as_str())
     }
 
-    /// Makes a new signing key current and retires the old one at `now`.
+    /// Makes a new signing key current at once and retires the old one at `now`. Verifiers
+    /// that have not fetched the new key yet refuse its tokens until they do: moat's own
+    /// rotations use [`KeyRing::rotate_prepublished`] instead. For issuers in tests.
     pub fn rotate(&mut self, now: u64) -> Result<(), KeyError> {
-        let new = RingKey::generate(now)?;
+        self.update(now, |ring, now| ring.add_key(now, None))
+    }
+
+    /// Publishes a new key now and makes it the signing key `delay_secs` later, so that every
+    /// verifier that refreshes its keys more often than that knows the key before it signs
+    /// anything. The switch happens at the first load, [`KeyRing::rotate_if_due`] or
+    /// [`KeyRing::promote_due`] at or after that time; until then the current key signs. A
+    /// key pre-published earlier and not yet signing is replaced. Returns the new kid and when
+    /// it signs.
+    pub fn rotate_prepublished(&mut self, now: u64, delay_secs: u64) -> Result<(String, u64), KeyError> {
+        let at = now.saturating_add(delay_secs);
+        self.update(now, |ring, now| {
+            ring.add_key(now, Some(at))?;
+            ring.promote(now)?;
+            Ok(())
+        })?;
+        let kid = self.keys.last().map(|k| k.meta.kid.clone()).unwrap_or_default();
+        Ok((kid, at))
+    }
+
+    /// Rotates (pre-published, [`prepublish_delay`]) when the current key is at least
+    /// `every_secs` old (0: never) and no key is waiting; makes a waiting key current once its
+    /// time has come; prunes retired keys past retention. Returns whether the published keys
+    /// or the signing key changed.
+    pub fn rotate_if_due(&mut self, now: u64, every_secs: u64) -> Result<bool, KeyError> {
+        let before = self.fingerprint();
+        self.update(now, |ring, now| {
+            ring.promote(now)?;
+            let newest = ring.keys.last().map_or(0, |k| k.meta.created_at);
+            if every_secs > 0 && ring.next_key().is_none() && now >= newest.saturating_add(every_secs) {
+                ring.add_key(now, Some(now.saturating_add(prepublish_delay(every_secs))))?;
+                ring.promote(now)?;
+            }
+            ring.prune(now)
+        })?;
+        Ok(self.fingerprint() != before)
+    }
+
+    /// Makes the pre-published key the signing key when its time has come (the old current
+    /// key retires at `now`). Returns whether the signing key changed.
+    pub fn promote_due(&mut self, now: u64) -> Result<bool, KeyError> {
+        let before = self.current_kid().to_owned();
+        self.update(now, |ring, now| ring.promote(now).map(|_| ()))?;
+        Ok(self.current_kid() != before)
+    }
+
+    /// [`KeyRing::promote_due`] on a ring already under the store lock.
+    fn promote(&mut self, now: u64) -> Result<bool, KeyError> {
+        if self.next_key().is_none_or(|(_, at)| at > now) {
+            return Ok(false);
+        }
+        let current = self.current_kid().to_owned();
+        let metas = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut m = k.meta.clone();
+                if m.kid == current {
+                    m.retired_at = Some(now);
+                }
+                m.activates_at = None;
+                m
+            })
+            .collect();
+        self.commit(metas, None)?;
+        Ok(true)
+    }
+
+    /// Kids and the signing kid: what verifiers and signers see of the ring.
+    fn fingerprint(&self) -> (Vec<String>, String) {
+        (self.kids().map(str::to_owned).collect(), self.current_kid().to_owned())
+    }
+
+    /// Runs `f` on the newest state of the ring. For a store: under the store lock, on a ring
+    /// read afresh from disk (another process may have rotated since this one was loaded), so
+    /// that concurrent writers (`moat token`, `moat keys rotate`, a running server) never lose
+    /// each other's keys; the result replaces `self`.
+    fn update<R>(&mut self, now: u64, f: impl FnOnce(&mut Self, u64) -> Result<R, KeyError>) -> Result<R, KeyError> {
+        let Some(dir) = self.dir.clone() else { return f(self, now) };
+        let _lock = lock_store(&dir)?;
+        let mut fresh = Self::load_locked(&dir, now)?;
+        let r = f(&mut fresh, now)?;
+        *self = fresh;
+        Ok(r)
+    }
+
+    /// Adds a new key: current at once (`activates_at` `None`, the old one retires at `now`)
+    /// or pre-published until `activates_at`. A pre-published key that never signed is dropped.
+    fn add_key(&mut self, now: u64, activates_at: Option<u64>) -> Result<(), KeyError> {
+        let new = RingKey::generate(now, activates_at)?;
         if let Some(dir) = &self.dir {
             write_atomic(dir, &format!("{}.pem", new.meta.kid), new.pem().as_bytes())?;
         }
-        let mut metas: Vec<IndexEntry> = self.keys.iter().map(|k| k.meta.clone()).collect();
-        if let Some(last) = metas.last_mut() {
-            last.retired_at = Some(now);
-        }
+        let current = self.current_kid().to_owned();
+        let mut metas: Vec<IndexEntry> = self
+            .keys
+            .iter()
+            .filter(|k| k.meta.activates_at.is_none())
+            .map(|k| {
+                let mut m = k.meta.clone();
+                if activates_at.is_none() && m.kid == current {
+                    m.retired_at = Some(now);
+                }
+                m
+            })
+            .collect();
         metas.push(new.meta.clone());
         metas.retain(|m| m.retired_at.is_none_or(|r| now < prune_at(r)));
-        // Everything that can fail happens before the index changes on disk.
-        let retired_cert = match self.keys.last_mut() {
-            Some(last) => {
-                last.meta.retired_at = Some(now);
-                let cert = last.certificate();
-                last.meta.retired_at = None;
-                Some(cert?)
-            }
-            None => None,
-        };
-        self.write_index(&metas)?;
-
-        // The index on disk is the new truth; now mirror it in memory.
-        if let (Some(last), Some(cert)) = (self.keys.last_mut(), retired_cert) {
-            last.meta.retired_at = Some(now);
-            last.cert_pem = cert;
-        }
-        self.keys.push(new);
-        self.drop_pruned(&metas);
-        Ok(())
-    }
-
-    /// Rotates when the current key is at least `every_secs` old (0: never) and prunes
-    /// retired keys past retention. Returns whether it rotated.
-    pub fn rotate_if_due(&mut self, now: u64, every_secs: u64) -> Result<bool, KeyError> {
-        if every_secs > 0 && now >= self.current().meta.created_at.saturating_add(every_secs) {
-            self.rotate(now)?;
-            return Ok(true);
-        }
-        self.prune(now)?;
-        Ok(false)
+        self.commit(metas, Some(new))
     }
 
     fn prune(&mut self, now: u64) -> Result<(), KeyError> {
@@ -327,7 +458,36 @@ impl KeyRing {
         if metas.len() == self.keys.len() {
             return Ok(());
         }
+        self.commit(metas, None)
+    }
+
+    /// Makes `metas` the ring's state: on disk first (the index is the truth), then in memory.
+    /// Everything that can fail (certificates of newly retired keys) happens before the index
+    /// changes on disk. Keys not in `metas` are forgotten and their files deleted.
+    fn commit(&mut self, metas: Vec<IndexEntry>, new: Option<RingKey>) -> Result<(), KeyError> {
+        let mut certs = Vec::new();
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            if let Some(m) = metas.iter().find(|m| m.kid == k.meta.kid)
+                && m.retired_at != k.meta.retired_at
+            {
+                let old = std::mem::replace(&mut k.meta, m.clone());
+                let cert = k.certificate();
+                k.meta = old;
+                certs.push((i, cert?));
+            }
+        }
         self.write_index(&metas)?;
+        for (i, cert) in certs {
+            if let Some(k) = self.keys.get_mut(i) {
+                k.cert_pem = cert;
+            }
+        }
+        for k in &mut self.keys {
+            if let Some(m) = metas.iter().find(|m| m.kid == k.meta.kid) {
+                k.meta = m.clone();
+            }
+        }
+        self.keys.extend(new);
         self.drop_pruned(&metas);
         Ok(())
     }
@@ -413,7 +573,9 @@ impl KeyRing {
     }
 
     /// Signs arbitrary header and payload JSON with the current key, with no check at all.
-    /// For tests, benchmarks and fuzzing: it can mint tokens no issuer rule allows.
+    /// For tests and fuzzing only (the non-default `testing` feature): it can mint tokens no
+    /// issuer rule allows, so release builds do not have it.
+    #[cfg(any(test, feature = "testing"))]
     pub fn danger_sign_arbitrary(&self, header_json: &[u8], payload_json: &[u8]) -> Option<String> {
         let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json), URL_SAFE_NO_PAD.encode(payload_json));
         let sig = self.sign_rs256(input.as_bytes())?;

@@ -12,11 +12,15 @@
 //!
 //! API notes for the server (additions to the agreed API; nothing was renamed or removed):
 //! `Verifier::with_cache_capacity` (0 disables the cache), `Verifier::verify_uncached`,
-//! `Verifier::key_set`, `KeySet::empty`, `KeyRing::kids`, `KeyRing::danger_sign_arbitrary`,
+//! `Verifier::key_set`, `KeySet::empty`, `KeyRing::kids`, `KeyRing::danger_sign_arbitrary` (feature `testing`),
 //! `VerifiedClaims::{audiences, hosted_domain, authorized_party, not_before, key_id}`,
 //! `RefreshGate::consecutive_failures`. `KeySet::from_jwks_json` refuses a document with no
-//! keys (`JwksError::Empty`) so a refresh keeps the last good set. `replace_keys` revokes
-//! cached verifications made with keys that left the set.
+//! keys (`JwksError::Empty`) so a refresh keeps the last good set, and skips keys meant for
+//! something else (`use: enc`, unknown `kty`/`alg`). `replace_keys` revokes cached
+//! verifications made with keys that left the set. Rotations pre-publish
+//! (`KeyRing::rotate_prepublished`, `next_key`, `promote_due`, [`PREPUBLISH_SECS`]) and run under
+//! the store's file lock. Principals follow [`PrincipalRule`] (Google's for moat's own issuer,
+//! issuer-scoped [`federated_principal`] for others).
 
 pub mod access;
 pub mod account;
@@ -29,5 +33,8 @@ pub use access::{AccessGrant, AccessTokens};
 pub use account::{Account, AccountKind};
 pub use bearer::{Credential, HeaderError, select_credential, strip_signature};
 pub use issue::{ComputeEngineInfo, IssueError, TokenFormat, sign_id_token};
-pub use keys::{KeyError, KeyRing, MAX_TOKEN_LIFETIME_SECS};
-pub use verify::{JwksError, KeySet, MissingKid, RefreshGate, VerifiedClaims, Verifier, VerifierConfig, VerifyError};
+pub use keys::{KeyError, KeyRing, MAX_TOKEN_LIFETIME_SECS, PREPUBLISH_SECS, prepublish_delay};
+pub use verify::{
+    JwksError, KeySet, MissingKid, PrincipalRule, RefreshGate, VerifiedClaims, Verifier, VerifierConfig, VerifyError,
+    federated_principal,
+};

@@ -70,7 +70,7 @@ pub fn parse_principal(given: &str) -> Result<Principal, IdentityError> {
 pub fn known_account(project: &Project, principal: &Principal) -> Result<Account, IdentityError> {
     let email = match principal {
         Principal::ServiceAccount(e) => e,
-        Principal::User(_) | Principal::Anonymous => {
+        Principal::User(_) | Principal::Anonymous | Principal::Federated(_) => {
             return Account::from_principal(principal)
                 .ok_or_else(|| IdentityError::BadPrincipal { given: principal.to_string() });
         }

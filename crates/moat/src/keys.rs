@@ -13,8 +13,9 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Make a new signing key current now; the previous keys stay published so the tokens
-    /// they signed still verify until they expire.
+    /// Publish a new signing key now; it signs two minutes later, once every running moat and
+    /// its front door have it. The previous keys stay published so the tokens they signed
+    /// still verify until they expire.
     Rotate(RotateArgs),
 }
 
@@ -44,8 +45,17 @@ fn rotate(args: &RotateArgs) -> Result<String, miette::Report> {
     crate::project_dir::load(&args.project)?;
     let now = now();
     let mut keys = load_keys(&state_dir(&args.project, args.state.as_deref()), now)?;
-    keys.rotate(now).map_err(|e| IdentityError::Usage(format!("cannot rotate the signing key: {e}")))?;
+    // Pre-published: a key that signed at once would be unknown to a running server's front
+    // door until it adopts the rotation (up to a minute), and its tokens would get 401s.
+    let delay = moat_crypto::PREPUBLISH_SECS;
+    let (next, at) = keys
+        .rotate_prepublished(now, delay)
+        .map_err(|e| IdentityError::Usage(format!("cannot rotate the signing key: {e}")))?;
     // Oldest first: the retired keys stay published until the last token they signed expires.
     let published: Vec<&str> = keys.kids().collect();
-    Ok(format!("signing key: {}\npublished keys: {}\n", keys.current_kid(), published.join(", ")))
+    Ok(format!(
+        "signing key: {} (until {at})\nnext signing key: {next} (published now, signs from {at}, in {delay} s)\npublished keys: {}\n",
+        keys.current_kid(),
+        published.join(", ")
+    ))
 }

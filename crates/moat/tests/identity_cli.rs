@@ -94,17 +94,44 @@ fn token_prints_one_token_signed_with_the_state_keys() {
     assert_eq!(claims.email(), Some("alice@example.com"));
 }
 
+/// Roll-out order (regression: the rotated key signed at once, and a running server, which
+/// adopts another process's rotation only at its next check, refused those tokens with
+/// `token.unknown_key`). The new key is published first and signs only after
+/// `PREPUBLISH_SECS`, so a token minted right after `moat keys rotate` verifies with the keys the
+/// running server already has.
 #[test]
-fn keys_rotate_names_the_new_key_and_the_published_ones() {
+fn keys_rotate_prepublishes_so_a_token_minted_at_once_verifies_at_a_running_server() {
     let state = State::new();
-    let before = KeyRing::load_or_create(&state.0.join("keys"), now()).unwrap().current_kid().to_owned();
+    let keys = state.0.join("keys");
+    // The running server's verifier, built before the rotation as `moat up` builds it.
+    let running = KeyRing::load_or_create(&keys, now()).unwrap();
+    let before = running.current_kid().to_owned();
+    let verifier = Verifier::new(VerifierConfig::google(), running.key_set());
+
     let out = moat(&["keys", "rotate", "examples/shop", "--state", state.arg()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let after = KeyRing::load_or_create(&state.0.join("keys"), now()).unwrap().current_kid().to_owned();
-    assert_ne!(before, after);
+    let ring = KeyRing::load_or_create(&keys, now()).unwrap();
+    let (next, at) = ring.next_key().map(|(k, at)| (k.to_owned(), at)).expect("a pre-published key");
+    assert_ne!(next, before);
+    assert_eq!(ring.current_kid(), before, "the old key still signs");
+    assert!(at >= now() + moat_crypto::PREPUBLISH_SECS - 5, "signs only after the pre-publication delay");
     // Oldest first; the old key stays published so the tokens it signed still verify.
-    assert_eq!(stdout, format!("signing key: {after}\npublished keys: {before}, {after}\n"));
+    assert_eq!(
+        stdout,
+        format!(
+            "signing key: {before} (until {at})\nnext signing key: {next} (published now, signs from {at}, in {} s)\npublished keys: {before}, {next}\n",
+            moat_crypto::PREPUBLISH_SECS
+        )
+    );
+
+    // `moat token` right away: signed by a key the running server knows.
+    let out =
+        moat(&["token", "examples/shop", "--as", "user:alice@example.com", "--audience", AUD, "--state", state.arg()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = verifier.verify(token.trim_end(), &[AUD.to_owned()], now()).expect("accepted by the running server");
+    assert_eq!(claims.key_id(), before);
 }
 
 #[test]

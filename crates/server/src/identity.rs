@@ -6,6 +6,11 @@
 //! kept in a store directory is rotated off to the side (loaded afresh from the directory,
 //! rotated there, then swapped in under a write lock held for one assignment), which also picks
 //! up a `moat keys rotate` run by another process. An in-memory ring (tests) rotates in place.
+//!
+//! Roll-out order: a scheduled rotation (and `moat keys rotate`) pre-publishes the new key
+//! (`moat_crypto::PREPUBLISH_SECS`, at most half the period) before it signs, so every verifier
+//! of the project (the front door copies the keys every 5 s; another process's rotation is
+//! adopted at the next check, at most 60 s later) has the key before any token needs it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +26,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use moat_crypto::access::{AccessError, TokenScope};
 use moat_crypto::{AccessTokens, Account, ComputeEngineInfo, IssueError, KeyError, KeyRing, KeySet, TokenFormat};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -133,9 +139,20 @@ impl IdentityState {
         moat_crypto::sign_id_token(&self.read(), account, audience, self.now(), format, gce)
     }
 
-    /// An opaque access token for `account`; returns it with its `expires_in`.
-    pub fn issue_access_token(&self, account: &Account, scopes: &[String]) -> (String, u64) {
-        self.tokens.issue(account, scopes, self.now())
+    /// An opaque access token for `account`, counted against `scope` (one per metadata
+    /// server); returns it with its `expires_in`.
+    pub fn issue_access_token(
+        &self,
+        scope: &TokenScope,
+        account: &Account,
+        scopes: &[String],
+    ) -> Result<(String, u64), AccessError> {
+        self.tokens.issue(scope, account, scopes, self.now())
+    }
+
+    /// A fresh partition of the access-token store, for one metadata server.
+    pub fn access_token_scope(&self) -> TokenScope {
+        self.tokens.new_scope()
     }
 
     /// The access tokens issued so far, for the services that accept them.
@@ -163,7 +180,9 @@ impl IdentityState {
         self.change(|ring, now| ring.rotate_if_due(now, every.as_secs()))
     }
 
-    /// Rotates now. Blocks like [`Self::rotate_if_due`].
+    /// Rotates now, without pre-publication: verifiers that have not fetched the new key refuse
+    /// its tokens until they do. For tests; schedules use [`Self::rotate_if_due`]. Blocks like
+    /// [`Self::rotate_if_due`].
     pub fn rotate(&self) -> Result<(), KeyError> {
         self.change(|ring, now| ring.rotate(now).map(|()| true)).map(|_| ())
     }
@@ -172,12 +191,16 @@ impl IdentityState {
     fn change(&self, f: impl FnOnce(&mut KeyRing, u64) -> Result<bool, KeyError>) -> Result<bool, KeyError> {
         let _one_at_a_time = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.now();
-        let before: Vec<String> = self.read().kids().map(str::to_owned).collect();
+        let (before, signing) = {
+            let ring = self.read();
+            (ring.kids().map(str::to_owned).collect::<Vec<_>>(), ring.current_kid().to_owned())
+        };
         let ring = match &self.store {
             Some(dir) => {
                 let mut fresh = KeyRing::load_or_create(dir, now)?;
                 f(&mut fresh, now)?;
-                if fresh.kids().eq(before.iter().map(String::as_str)) {
+                // A pre-published key becoming the signing key changes no kid, only the signer.
+                if fresh.kids().eq(before.iter().map(String::as_str)) && fresh.current_kid() == signing {
                     return Ok(false);
                 }
                 let published = Published::of(&fresh);
@@ -194,14 +217,19 @@ impl IdentityState {
         };
         self.published.store(Arc::new(ring));
         self.rotated_at.store(now, Relaxed);
-        tracing::info!(kid = %self.current_kid(), "signing key rotated");
+        let next = self.read().next_key().map(|(kid, at)| format!("{kid} from {at}"));
+        tracing::info!(kid = %self.current_kid(), next = next.as_deref().unwrap_or("none"), "signing keys changed");
         Ok(true)
     }
 
-    /// How long a verifier may cache the keys: until the next rotation is due, at most six
-    /// hours. After a rotation the old key stays published, so tokens it signed still verify.
+    /// How long a verifier may cache the keys: until the next key could be pre-published (the
+    /// last change plus the period, less the pre-publication delay, so a verifier that honours
+    /// `max-age` refetches while the next key is still only published), at most six hours.
+    /// After a rotation the old key stays published, so tokens it signed still verify.
     fn cache_secs(&self) -> u64 {
-        let due = self.rotated_at.load(Relaxed).saturating_add(self.rotate_every.load(Relaxed));
+        let every = self.rotate_every.load(Relaxed);
+        let due =
+            self.rotated_at.load(Relaxed).saturating_add(every).saturating_sub(moat_crypto::prepublish_delay(every));
         due.saturating_sub(self.now()).min(MAX_CACHE_SECS)
     }
 }

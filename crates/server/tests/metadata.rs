@@ -230,6 +230,84 @@ async fn m3_only_metadata_names_are_served() {
     }
 }
 
+/// An absolute-form target (`GET http://name/path`) is addressed by its authority, not by
+/// `Host` (RFC 9112 §3.2.2): both must name the metadata server.
+#[tokio::test]
+async fn m3_an_absolute_form_target_must_name_the_metadata_server() {
+    let id = identity();
+    let addr = mds(API, Platform::CloudRun, &id).await;
+    let port = addr.port();
+    let leaf = "/computeMetadata/v1/instance/service-accounts/default/token";
+    for authority in ["evil.example", "evil.example:80", &format!("evil.example:{port}"), "user@metadata"] {
+        let r = raw(
+            addr,
+            &format!("GET http://{authority}{leaf} HTTP/1.1\r\nHost: metadata\r\nMetadata-Flavor: Google"),
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 421, "{authority}");
+        assert!(!r.body.contains("ya29"), "{r:?}");
+        r.assert_stamped();
+    }
+    let r =
+        raw(addr, &format!("GET https://metadata{leaf} HTTP/1.1\r\nHost: metadata\r\nMetadata-Flavor: Google"), b"")
+            .await;
+    assert_eq!(r.status, 421, "an https target is not this server");
+    // Named by both, it is served.
+    for authority in ["metadata", "metadata.google.internal:80", &format!("127.0.0.1:{port}")] {
+        let r = raw(
+            addr,
+            &format!(
+                "GET http://{authority}{V1}/project/project-id HTTP/1.1\r\nHost: metadata\r\nMetadata-Flavor: Google"
+            ),
+            b"",
+        )
+        .await;
+        assert_eq!((r.status, r.body.as_str()), (200, "shop-prod"), "{authority}");
+    }
+}
+
+/// hyper answers what it cannot parse itself, before any middleware: those answers are
+/// stamped too.
+#[tokio::test]
+async fn hyper_s_own_parse_errors_carry_the_metadata_headers() {
+    let id = identity();
+    let addr = mds(API, Platform::CloudRun, &id).await;
+    let host = format!("Host: 127.0.0.1:{}", addr.port());
+    for head in [
+        format!("GET {V1}/project/project-id HTTP/1.1\r\n{host}\r\nno colon in this header"),
+        format!("GET {V1}/project/project-id HTTP/1.1\r\n{host}\r\nBad Name: x"),
+        format!("GET /\x01 HTTP/1.1\r\n{host}"),
+    ] {
+        let r = raw(addr, &head, b"").await;
+        assert_eq!(r.status, 400, "{head:?}: {r:?}");
+        r.assert_stamped();
+    }
+    // More header lines than hyper accepts: its own 431.
+    let many: String = (0..150).map(|i| format!("\r\nX-Filler-{i}: x")).collect();
+    let r = raw(addr, &format!("GET / HTTP/1.1\r\n{host}{many}"), b"").await;
+    assert_eq!(r.status, 431, "{r:?}");
+    r.assert_stamped();
+    // The server still answers well-formed requests afterwards.
+    assert_eq!(get(addr, &format!("{V1}/project/project-id")).await.body, "shop-prod");
+}
+
+/// Two `Host` headers are refused whatever their order or values: a proxy in front may have
+/// routed on the other one.
+#[tokio::test]
+async fn m3_two_host_headers_are_refused() {
+    let id = identity();
+    let addr = mds(API, Platform::CloudRun, &id).await;
+    let leaf = "/computeMetadata/v1/instance/service-accounts/default/token";
+    for (a, b) in [("metadata", "evil.example"), ("evil.example", "metadata"), ("metadata", "metadata")] {
+        let r =
+            raw(addr, &format!("GET {leaf} HTTP/1.1\r\nHost: {a}\r\nHost: {b}\r\nMetadata-Flavor: Google"), b"").await;
+        assert_eq!(r.status, 421, "{a}, {b}");
+        assert!(!r.body.contains("ya29"), "{r:?}");
+        r.assert_stamped();
+    }
+}
+
 // ---- M4: identity -------------------------------------------------------------------------
 
 #[tokio::test]

@@ -379,6 +379,13 @@ async fn j28_two_issuers_with_the_same_sub_stay_distinct() {
     assert_eq!(g.subject(), o.subject());
     assert_ne!(g.subject_id(), o.subject_id());
     assert_eq!(o.subject_id(), format!("{ISS}/{}", g.subject()));
+    // The IAM principals differ too: Google's names the email, the other issuer (no email
+    // domains configured) its issuer-scoped subject, whatever email it asserts.
+    assert_eq!(g.principal(), Some(moat_policy::Principal::ServiceAccount(account.email.clone())));
+    assert_eq!(
+        o.principal(),
+        Some(moat_policy::Principal::Federated(format!("principal://issuer.example/subject/{}", g.subject())))
+    );
 
     // Each issuer verifies only with its own keys.
     let crossed = token(&other, "https://accounts.google.com", AUD, "1");

@@ -162,7 +162,7 @@ fn rotation_keeps_old_tokens_until_pruned() {
     // Retention: published until retired_at + lifetime + skew margin.
     assert!(!ring.rotate_if_due(rotated_at + RETENTION - 1, 0).unwrap());
     assert_eq!(ring.key_set().len(), 2);
-    assert!(!ring.rotate_if_due(rotated_at + RETENTION, 0).unwrap());
+    assert!(ring.rotate_if_due(rotated_at + RETENTION, 0).unwrap(), "the published keys changed");
     assert_eq!(ring.key_set().len(), 1, "pruned");
     assert!(!ring.jwks_json().contains(&old_kid));
     assert!(!ring.x509_pem_map_json().contains(&old_kid));
@@ -176,10 +176,87 @@ fn rotate_if_due_follows_the_schedule() {
     let day = 86_400;
     assert!(!ring.rotate_if_due(T0 + 10, day).unwrap());
     assert!(!ring.rotate_if_due(T0 + day - 1, day).unwrap());
-    assert!(ring.rotate_if_due(T0 + day, day).unwrap());
+    let first = ring.current_kid().to_owned();
+    assert!(ring.rotate_if_due(T0 + day, day).unwrap(), "the next key is published");
+    assert_eq!(ring.current_kid(), first, "but does not sign yet");
     assert!(!ring.rotate_if_due(T0 + day + 1, day).unwrap());
     assert_eq!(ring.kids().count(), 2);
+    let (next, at) = ring.next_key().map(|(k, at)| (k.to_owned(), at)).unwrap();
+    assert_eq!(at, T0 + day + PREPUBLISH_SECS);
+    assert!(!ring.rotate_if_due(at - 1, day).unwrap());
+    assert!(ring.rotate_if_due(at, day).unwrap(), "its time has come");
+    assert_eq!(ring.current_kid(), next);
+    assert_eq!(ring.next_key(), None);
+    assert!(ring.rotate_if_due(T0 + 10 * day, 0).unwrap(), "the retired key is pruned");
     assert!(!ring.rotate_if_due(T0 + 10 * day, 0).unwrap(), "0 never rotates");
+    assert_eq!(ring.kids().collect::<Vec<_>>(), [next.as_str()]);
+    // Very short periods pre-publish for half the period.
+    assert_eq!(prepublish_delay(1), 0);
+    assert_eq!(prepublish_delay(60), 30);
+    assert_eq!(prepublish_delay(86_400), PREPUBLISH_SECS);
+}
+
+/// Roll-out order: a pre-published key is in the JWKS (and the verifier's key set) before it
+/// signs anything, so verifiers that refresh within the delay never see an unknown `kid`.
+#[test]
+fn a_prepublished_key_is_trusted_before_it_signs() {
+    let mut ring = KeyRing::in_memory(T0).unwrap();
+    let first = ring.current_kid().to_owned();
+    let (next, at) = ring.rotate_prepublished(T0 + 10, PREPUBLISH_SECS).unwrap();
+    assert_eq!(at, T0 + 10 + PREPUBLISH_SECS);
+    assert!(ring.jwks_json().contains(&next) && ring.x509_pem_map_json().contains(&next));
+    let verifier = Verifier::new(VerifierConfig::google(), ring.key_set());
+    // Until `at`, the old key signs.
+    let t = sign_id_token(&ring, &sa(), AUD, T0 + 20, TokenFormat::Standard, None).unwrap();
+    assert_eq!(segment(&t, 0)["kid"], first.as_str());
+    assert!(!ring.promote_due(at - 1).unwrap());
+    assert!(ring.promote_due(at).unwrap());
+    let t = sign_id_token(&ring, &sa(), AUD, at, TokenFormat::Standard, None).unwrap();
+    assert_eq!(segment(&t, 0)["kid"], next.as_str());
+    assert_eq!(verifier.verify(&t, &auds(), at).unwrap().key_id(), next, "trusted before it signed");
+    // The old key retired when the new one started signing, and stays for its tokens' lifetime.
+    assert_eq!(ring.kids().collect::<Vec<_>>(), [first.as_str(), next.as_str()]);
+    assert!(!ring.rotate_if_due(at + RETENTION - 1, 0).unwrap());
+    assert!(ring.rotate_if_due(at + RETENTION, 0).unwrap(), "pruned");
+    assert_eq!(ring.kids().collect::<Vec<_>>(), [next.as_str()]);
+}
+
+/// Regression: two processes on one store (`moat token` or `moat keys rotate` next to a running
+/// server) each rewrote the index from their own stale copy, so one's new key vanished.
+#[test]
+fn writers_on_one_store_never_lose_each_others_keys() {
+    let tmp = TempDir::new();
+    let dir = tmp.0.join("keys");
+    let mut a = KeyRing::load_or_create(&dir, T0).unwrap();
+    let mut b = KeyRing::load_or_create(&dir, T0).unwrap();
+    b.rotate(T0 + 1).unwrap();
+    let from_b = b.current_kid().to_owned();
+    // `a` still holds the state from before `b` rotated.
+    assert!(!a.kids().any(|k| k == from_b));
+    a.rotate(T0 + 2).unwrap();
+    let from_a = a.current_kid().to_owned();
+    assert!(a.kids().any(|k| k == from_b), "b's key, which may have signed tokens, is kept");
+    assert!(dir.join(format!("{from_b}.pem")).exists());
+    let on_disk = KeyRing::load_or_create(&dir, T0 + 3).unwrap();
+    assert_eq!(on_disk.current_kid(), from_a);
+    assert_eq!(on_disk.kids().collect::<Vec<_>>(), a.kids().collect::<Vec<_>>(), "one truth, on disk");
+
+    // Concurrent rotations from many threads: every one lands.
+    let threads: Vec<_> = (0..4u64)
+        .map(|i| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut r = KeyRing::load_or_create(&dir, T0 + 10).unwrap();
+                r.rotate(T0 + 10 + i).unwrap();
+                r.current_kid().to_owned()
+            })
+        })
+        .collect();
+    let made: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let on_disk = KeyRing::load_or_create(&dir, T0 + 20).unwrap();
+    for kid in &made {
+        assert!(on_disk.kids().any(|k| k == kid), "{kid} kept: {:?}", on_disk.kids().collect::<Vec<_>>());
+    }
 }
 
 #[test]

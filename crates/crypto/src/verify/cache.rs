@@ -1,12 +1,17 @@
-//! The verified-token cache: successful verifications keyed by (token, acceptable audiences).
+//! The verified-token cache: successful verifications keyed by a SHA-256 of (token, acceptable
+//! audiences).
 //!
-//! A hit costs one fast hash of the token, one shard lock and a byte comparison of the stored
-//! token (the hash is not trusted: the full token is compared, so a hash collision cannot make
-//! an unverified token pass). Entries remember the key that verified them; a hit under a newer
-//! key set re-checks that this key is still published (revocation by key removal, J29).
+//! No bearer token is kept: an entry holds only the digest, so a memory dump of the cache
+//! yields nothing to replay. A hit costs one SHA-256 of the token (hardware-accelerated in
+//! aws-lc-rs), one shard lock and a 32-byte comparison; a collision would need a SHA-256
+//! second preimage. The audiences are in the digest, so a token verified for one service is
+//! never a hit for another (J29); each issuer has its own verifier and cache. Entries remember
+//! the key that verified them; a hit under a newer key set re-checks that this key is still
+//! published (revocation by key removal, J29).
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use aws_lc_rs::digest;
 
 use hashbrown::HashTable;
 
@@ -17,7 +22,6 @@ const SHARDS: usize = 16;
 
 pub(crate) struct Cache {
     shards: Box<[Mutex<Shard>]>,
-    hasher: foldhash::fast::RandomState,
     per_shard: usize,
 }
 
@@ -26,10 +30,11 @@ struct Shard {
     table: HashTable<Entry>,
 }
 
+/// SHA-256 over the token and the audiences, each length-prefixed.
+pub(crate) type Digest = [u8; 32];
+
 struct Entry {
-    hash: u64,
-    token: Box<str>,
-    audiences: Box<[String]>,
+    digest: Digest,
     claims: VerifiedClaims,
     key: Arc<VerifyingKey>,
     /// The key-set generation under which `key` was last seen published.
@@ -45,22 +50,29 @@ pub(crate) enum Lookup {
 impl Cache {
     pub(crate) fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: foldhash::fast::RandomState::default(),
-            per_shard,
-        }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), per_shard }
     }
 
-    pub(crate) fn hash(&self, token: &str, audiences: &[String]) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(token.as_bytes());
-        h.write_usize(audiences.len());
+    /// The cache key of (token, audiences). Lengths are prefixed so that no two different
+    /// inputs concatenate to the same bytes.
+    pub(crate) fn digest(token: &str, audiences: &[String]) -> Digest {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&(token.len() as u64).to_be_bytes());
+        ctx.update(token.as_bytes());
+        ctx.update(&(audiences.len() as u64).to_be_bytes());
         for a in audiences {
-            h.write_usize(a.len());
-            h.write(a.as_bytes());
+            ctx.update(&(a.len() as u64).to_be_bytes());
+            ctx.update(a.as_bytes());
         }
-        h.finish()
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    /// The table hash: the digest's first bytes are already uniform.
+    fn hash(digest: &Digest) -> u64 {
+        let [a, b, c, d, e, f, g, h, ..] = *digest;
+        u64::from_le_bytes([a, b, c, d, e, f, g, h])
     }
 
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
@@ -71,10 +83,11 @@ impl Cache {
         &self.shards[i]
     }
 
-    /// Finds the entry for (token, audiences). An entry whose key left the key set is dropped.
-    pub(crate) fn get(&self, hash: u64, token: &str, audiences: &[String], generation: u64, keys: &KeySet) -> Lookup {
+    /// Finds the entry for `digest`. An entry whose key left the key set is dropped.
+    pub(crate) fn get(&self, digest: &Digest, generation: u64, keys: &KeySet) -> Lookup {
+        let hash = Self::hash(digest);
         let mut shard = self.shard(hash).lock().unwrap_or_else(PoisonError::into_inner);
-        let eq = |e: &Entry| e.hash == hash && *e.token == *token && *e.audiences == *audiences;
+        let eq = |e: &Entry| e.digest == *digest;
         let Ok(mut occupied) = shard.table.find_entry(hash, eq) else {
             return Lookup::Miss;
         };
@@ -90,19 +103,17 @@ impl Cache {
         Lookup::Hit(occupied.get().claims.clone())
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
     pub(crate) fn insert(
         &self,
-        hash: u64,
-        token: &str,
-        audiences: &[String],
+        digest: Digest,
         claims: VerifiedClaims,
         key: Arc<VerifyingKey>,
         generation: u64,
         expired: impl Fn(&VerifiedClaims) -> bool,
     ) {
+        let hash = Self::hash(&digest);
         let mut shard = self.shard(hash).lock().unwrap_or_else(PoisonError::into_inner);
-        let eq = |e: &Entry| e.hash == hash && *e.token == *token && *e.audiences == *audiences;
+        let eq = |e: &Entry| e.digest == digest;
         if shard.table.find(hash, eq).is_some() {
             return;
         }
@@ -119,8 +130,8 @@ impl Cache {
                 n <= keep
             });
         }
-        let entry = Entry { hash, token: token.into(), audiences: audiences.into(), claims, key, generation };
-        shard.table.insert_unique(hash, entry, |e| e.hash);
+        let entry = Entry { digest, claims, key, generation };
+        shard.table.insert_unique(hash, entry, |e| Self::hash(&e.digest));
     }
 
     /// Drops entries whose key is not in `keys`; the rest move to `generation`.
@@ -139,5 +150,25 @@ impl Cache {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).table.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cache;
+
+    fn auds(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_key_separates_token_and_audiences_unambiguously() {
+        let d = Cache::digest("a.b.c", &auds(&["https://x"]));
+        assert_eq!(d, Cache::digest("a.b.c", &auds(&["https://x"])));
+        // Moving bytes between the token and an audience, or between audiences, is another key.
+        assert_ne!(d, Cache::digest("a.b.", &auds(&["chttps://x"])));
+        assert_ne!(Cache::digest("t", &auds(&["ab", "c"])), Cache::digest("t", &auds(&["a", "bc"])));
+        assert_ne!(Cache::digest("t", &auds(&["a"])), Cache::digest("t", &auds(&["a", ""])));
+        assert_ne!(d, Cache::digest("a.b.c", &auds(&["https://y"])));
     }
 }

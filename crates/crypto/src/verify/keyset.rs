@@ -234,8 +234,12 @@ impl KeySet {
         Self::default()
     }
 
-    /// Parses a JWKS document (`{"keys": [...]}`), refusing the whole document when any key is
-    /// weak, mislabelled, not for signing, or duplicated.
+    /// Parses a JWKS document (`{"keys": [...]}`). Keys that are not for verifying signatures
+    /// here (`use: enc` or `key_ops` without `verify`, an unknown `kty`, an unsupported `alg`
+    /// such as Keycloak's `RSA-OAEP` encryption key) are skipped; when no key is left, the first
+    /// such reason is the error. A signing key that is weak, mislabelled, carries private
+    /// material or repeats a `kid` refuses the whole document: that is a broken issuer, not a
+    /// key meant for something else.
     pub fn from_jwks_json(bytes: &[u8]) -> Result<Self, JwksError> {
         if bytes.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge { max: MAX_JWKS_BYTES });
@@ -248,14 +252,25 @@ impl KeySet {
             return Err(JwksError::TooManyKeys { max: MAX_JWKS_KEYS });
         }
         let mut keys: Vec<Arc<VerifyingKey>> = Vec::with_capacity(raw.keys.len());
+        let mut first_skipped = None;
         for (index, jwk) in raw.keys.iter().enumerate() {
-            let key = parse_jwk(index, jwk)?;
+            let key = match parse_jwk(index, jwk) {
+                Ok(key) => key,
+                Err(e) if e.is_other_purpose() => {
+                    first_skipped.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if keys.iter().any(|k| k.kid == key.kid) {
                 return Err(JwksError::DuplicateKid(key.kid.into()));
             }
             keys.push(Arc::new(key));
         }
-        Ok(Self { keys: keys.into() })
+        match first_skipped {
+            Some(e) if keys.is_empty() => Err(e),
+            _ => Ok(Self { keys: keys.into() }),
+        }
     }
 
     pub(crate) fn from_arcs(keys: Vec<Arc<VerifyingKey>>) -> Self {
@@ -280,6 +295,13 @@ impl KeySet {
 
     pub(crate) fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.keys.iter().find(|k| &*k.kid == kid)
+    }
+}
+
+impl JwksError {
+    /// A key meant for something other than verifying these signatures: skipped, not fatal.
+    fn is_other_purpose(&self) -> bool {
+        matches!(self, Self::NotForSigning { .. } | Self::UnsupportedKeyType { .. } | Self::UnsupportedAlgorithm { .. })
     }
 }
 

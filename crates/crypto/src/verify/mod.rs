@@ -5,7 +5,8 @@
 //! sit below that API. Keys come only from the configured [`KeySet`]; the clock is always a
 //! parameter; only [`Verifier::verify`] can build a [`VerifiedClaims`].
 //!
-//! Cache and revocation: successful verifications are cached per (token, audiences) until
+//! Cache and revocation: successful verifications are cached per SHA-256(token, audiences)
+//! (no raw token is kept) until
 //! `exp + leeway`, and every hit re-runs the time checks against the injected `now`. When
 //! [`Verifier::replace_keys`] drops a key (or changes the material behind a `kid`), cached
 //! tokens signed by it stop verifying at once: their next use fails with `UnknownKey`. There is
@@ -49,6 +50,57 @@ pub enum MissingKid {
     TryMatchingKeys,
 }
 
+/// How a verified token's claims name an IAM principal (J27, J28).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalRule {
+    /// Google's rule, for moat's own issuer (which plays `https://accounts.google.com`): a
+    /// verified `email` is `serviceAccount:` when it ends in `.gserviceaccount.com`, else
+    /// `user:`; an unverified or missing email names no principal.
+    Google,
+    /// Any other trusted issuer. It never names a `serviceAccount:`. A verified `email` whose
+    /// domain is listed here (lower case, exact) is `user:EMAIL`; every other token names the
+    /// issuer-scoped [`federated_principal`] of its `sub`, so that two issuers asserting the
+    /// same `sub` or the same email stay distinct.
+    Federated { email_domains: Vec<String> },
+}
+
+/// The IAM principal of subject `sub` of issuer `iss` when no email names it:
+/// `principal://ISSUER/subject/SUB`, where ISSUER is the issuer without its `https://` and SUB
+/// is percent-encoded (everything but RFC 3986 unreserved characters), so the string cannot
+/// be split two ways. IAM bindings name it as a member verbatim.
+pub fn federated_principal(iss: &str, sub: &str) -> String {
+    let host_path = iss.strip_prefix("https://").unwrap_or(iss);
+    let mut out = format!("principal://{host_path}/subject/");
+    for b in sub.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl PrincipalRule {
+    fn principal(&self, iss: &str, sub: &str, email: Option<&str>, email_verified: bool) -> Option<Principal> {
+        let verified_email = email.filter(|e| email_verified && !e.is_empty());
+        match self {
+            Self::Google => verified_email.map(Principal::from_email),
+            Self::Federated { email_domains } => {
+                let user = verified_email.map(str::to_ascii_lowercase).filter(|e| {
+                    e.rsplit_once('@').is_some_and(|(local, domain)| {
+                        !local.is_empty() && email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+                    })
+                });
+                Some(match user {
+                    Some(e) => Principal::User(e),
+                    None => Principal::Federated(federated_principal(iss, sub)),
+                })
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifierConfig {
     pub issuers: Vec<String>,
@@ -59,6 +111,7 @@ pub struct VerifierConfig {
     pub max_lifetime_secs: u64,
     pub max_token_bytes: usize,
     pub missing_kid: MissingKid,
+    pub principals: PrincipalRule,
 }
 
 impl VerifierConfig {
@@ -71,6 +124,7 @@ impl VerifierConfig {
             max_lifetime_secs: 3600,
             max_token_bytes: 16 * 1024,
             missing_kid: MissingKid::Reject,
+            principals: PrincipalRule::Google,
         }
     }
 }
@@ -156,6 +210,8 @@ struct Claims {
     iat: u64,
     nbf: Option<u64>,
     kid: String,
+    /// Decided once, by the verifier's [`PrincipalRule`].
+    principal: Option<Principal>,
 }
 
 impl std::fmt::Debug for VerifiedClaims {
@@ -218,17 +274,19 @@ impl VerifiedClaims {
     pub fn subject_id(&self) -> String {
         format!("{}/{}", self.0.iss, self.0.sub)
     }
-    /// The IAM principal: only a verified email names one (J27).
+    /// The IAM principal, by the verifier's [`PrincipalRule`]: for Google's issuer only a
+    /// verified email names one; another issuer's token names a `user:` of one of its email
+    /// domains or its issuer-scoped `principal://` (J27, J28).
     pub fn principal(&self) -> Option<Principal> {
-        match (&self.0.email, self.0.email_verified) {
-            (Some(e), true) if !e.is_empty() => Some(Principal::from_email(e)),
-            _ => None,
-        }
+        self.0.principal.clone()
     }
     pub fn token_facts(&self) -> Option<TokenFacts> {
+        let principal = self.principal()?;
+        // A federated principal rests on (iss, sub), not on an email: nothing to be unverified.
+        let email_verified = self.0.email_verified || matches!(principal, Principal::Federated(_));
         Some(TokenFacts {
-            principal: self.principal()?,
-            email_verified: self.0.email_verified,
+            principal,
+            email_verified,
             audiences: self.0.audiences.clone(),
             hosted_domain: self.0.hd.clone(),
         })
@@ -250,7 +308,7 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The cache holds bearer tokens: show only its size.
+        // Only the cache's size: its entries are claims of live tokens.
         f.debug_struct("Verifier")
             .field("config", &self.config)
             .field("keys", &self.keys.load().keys)
@@ -306,16 +364,14 @@ impl Verifier {
             return self.verify_uncached(token, audiences, now);
         };
         let snap = self.keys.load();
-        let hash = cache.hash(token, audiences);
-        if let Lookup::Hit(claims) = cache.get(hash, token, audiences, snap.generation, &snap.keys) {
+        let digest = Cache::digest(token, audiences);
+        if let Lookup::Hit(claims) = cache.get(&digest, snap.generation, &snap.keys) {
             self.check_times(claims.0.exp, claims.0.nbf, claims.0.iat, now)?;
             return Ok(claims);
         }
         let (claims, key) = self.verify_with(token, audiences, now, &snap.keys)?;
         let leeway = self.config.leeway_secs;
-        cache.insert(hash, token, audiences, claims.clone(), key, snap.generation, |c| {
-            now > c.0.exp.saturating_add(leeway)
-        });
+        cache.insert(digest, claims.clone(), key, snap.generation, |c| now > c.0.exp.saturating_add(leeway));
         Ok(claims)
     }
 
@@ -473,6 +529,7 @@ impl Verifier {
         };
         let hd = string(c.hd, "hd")?;
         let azp = string(c.azp, "azp")?;
+        let principal = self.config.principals.principal(&iss, &sub, email.as_deref(), email_verified);
 
         Ok(VerifiedClaims(Arc::new(Claims {
             iss,
@@ -487,6 +544,7 @@ impl Verifier {
             iat,
             nbf,
             kid: kid.to_owned(),
+            principal,
         })))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 
 use super::responses::Refusal;
 
@@ -18,15 +18,35 @@ const ALLOWED_NAMES: [&str; 6] =
 /// The port a client addressing `metadata.google.internal` implies.
 const METADATA_PORT: u16 = 80;
 
-/// Accepts a `Host` that names the metadata server, with no port, port 80 or the port this
-/// listener is bound to. The listener's own address is accepted too (a server bound to
-/// 127.0.0.2 or 169.254.169.254).
-pub(crate) fn host(headers: &HeaderMap, local: SocketAddr) -> Result<(), Refusal> {
-    let raw = match headers.get(axum::http::header::HOST).map(|v| v.to_str()) {
-        Some(Ok(h)) => h,
-        Some(Err(_)) => return Err(Refusal::HostNotAllowed("(not text)".into())),
-        None => return Err(Refusal::HostNotAllowed("(none)".into())),
+/// Accepts a request addressed to the metadata server: exactly one `Host` header naming it
+/// (no port, port 80 or the port this listener is bound to; the listener's own IP counts as a
+/// name, for a server bound to 127.0.0.2 or 169.254.169.254), and, when the request target is
+/// in absolute form (`GET http://name/path`), an `http` URI whose authority passes the same
+/// check. RFC 9112 §3.2.2 has a server take the target's authority over `Host`, so checking
+/// only `Host` would let `GET http://evil.example/…` with `Host: metadata` through; two `Host`
+/// headers are refused rather than picking one (RFC 9112 §3.2: 400), since a proxy in front may
+/// have read the other.
+pub(crate) fn host(headers: &HeaderMap, uri: &Uri, local: SocketAddr) -> Result<(), Refusal> {
+    let mut values = headers.get_all(axum::http::header::HOST).iter();
+    let raw = match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().map_err(|_| Refusal::HostNotAllowed("(not text)".into()))?,
+        (None, _) => return Err(Refusal::HostNotAllowed("(none)".into())),
+        (Some(_), Some(_)) => return Err(Refusal::HostNotAllowed("(more than one Host header)".into())),
     };
+    names_this_server(raw, local)?;
+    if let Some(scheme) = uri.scheme_str()
+        && scheme != "http"
+    {
+        return Err(Refusal::HostNotAllowed(format!("(absolute-form target with scheme {scheme})")));
+    }
+    match uri.authority() {
+        Some(authority) => names_this_server(authority.as_str(), local),
+        None => Ok(()),
+    }
+}
+
+/// Whether `raw` (`name[:port]`) addresses this server.
+fn names_this_server(raw: &str, local: SocketAddr) -> Result<(), Refusal> {
     let refused = || Refusal::HostNotAllowed(raw.to_owned());
     let (name, port) = split_host(raw).ok_or_else(refused)?;
     let name = name.strip_suffix('.').unwrap_or(name);
@@ -112,12 +132,45 @@ mod tests {
             ("[::1", false),
             ("", false),
         ];
+        let origin_form = Uri::from_static("/computeMetadata/v1/");
         for (h, ok) in cases {
-            assert_eq!(host(&with("host", &[h]), local).is_ok(), ok, "{h}");
+            assert_eq!(host(&with("host", &[h]), &origin_form, local).is_ok(), ok, "{h}");
         }
-        assert!(host(&HeaderMap::new(), local).is_err());
+        assert!(host(&HeaderMap::new(), &origin_form, local).is_err());
         let own: SocketAddr = ([127, 0, 0, 7], 81).into();
-        assert!(host(&with("host", &["127.0.0.7:81"]), own).is_ok());
+        assert!(host(&with("host", &["127.0.0.7:81"]), &origin_form, own).is_ok());
+    }
+
+    #[test]
+    fn two_host_headers_are_refused_even_when_both_are_allowed() {
+        let local: SocketAddr = ([127, 0, 0, 1], 8123).into();
+        let root = Uri::from_static("/");
+        for pair in [["metadata", "evil.example"], ["evil.example", "metadata"], ["metadata", "metadata"]] {
+            assert!(matches!(host(&with("host", &pair), &root, local), Err(Refusal::HostNotAllowed(_))), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn an_absolute_form_target_must_name_this_server_too() {
+        let local: SocketAddr = ([127, 0, 0, 1], 8123).into();
+        let metadata = with("host", &["metadata"]);
+        let cases = [
+            ("http://metadata/computeMetadata/v1/", true),
+            ("http://metadata.google.internal:80/", true),
+            ("http://127.0.0.1:8123/computeMetadata/v1/", true),
+            ("http://evil.example/computeMetadata/v1/", false),
+            ("http://evil.example:8123/", false),
+            ("http://127.0.0.1:9999/", false),
+            ("http://user@metadata/", false),
+            ("https://metadata/computeMetadata/v1/", false),
+        ];
+        for (target, ok) in cases {
+            let uri: Uri = target.parse().unwrap_or_else(|e| unreachable!("{target}: {e}"));
+            assert_eq!(host(&metadata, &uri, local).is_ok(), ok, "{target}");
+        }
+        // The Host header is still checked when the target names the server.
+        let uri = Uri::from_static("http://metadata/");
+        assert!(host(&with("host", &["evil.example"]), &uri, local).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod guards;
 mod responses;
 mod routes;
+mod stamp_io;
 mod tree;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use moat_crypto::access::TokenScope;
 use moat_crypto::{Account, ComputeEngineInfo};
 use moat_policy::Project;
 use tokio::net::TcpListener;
@@ -110,6 +112,10 @@ pub(crate) struct Server {
     workload: Workload,
     tree: tree::Node,
     identity: Arc<IdentityState>,
+    /// This server's partition of the shared access-token store: its workload's `/token`
+    /// calls evict its own oldest tokens, and another server's only when the whole store is
+    /// full and that server holds more.
+    token_scope: TokenScope,
     /// The listener's address: its port and IP are accepted in `Host`.
     local: SocketAddr,
 }
@@ -135,12 +141,17 @@ pub async fn serve_metadata_until(
 ) -> Result<(), ServeError> {
     let local = crate::local_only(&listener)?;
     let app = router(workload, identity, local);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Io)
+    // hyper's own parse-error responses are stamped on the way out (stamp_io.rs).
+    axum::serve(stamp_io::StampingListener(listener), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Io)
 }
 
 fn router(workload: Workload, identity: Arc<IdentityState>, local: SocketAddr) -> Router {
     let tree = tree::build(&workload);
-    let server = Arc::new(Server { workload, tree, identity, local });
+    let token_scope = identity.access_token_scope();
+    let server = Arc::new(Server { workload, tree, identity, token_scope, local });
     Router::new().fallback(handle).with_state(server).layer(axum::middleware::map_response(responses::stamp))
 }
 
@@ -155,7 +166,7 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
 async fn pipeline(server: &Server, request: Request) -> Result<Reply, Refusal> {
     let (parts, body) = request.into_parts();
     // Host first: a DNS-rebinding page must learn nothing, not even which paths exist.
-    guards::host(&parts.headers, server.local)?;
+    guards::host(&parts.headers, &parts.uri, server.local)?;
     // A relayed request is SSRF whatever it asks for, the ping included.
     guards::not_forwarded(&parts.headers)?;
     // The flavor header before the path, so an unknown path without it is 403 like GCE; only

@@ -81,6 +81,10 @@ pub(crate) enum Refusal {
         limit: usize,
     },
     Internal(String),
+    /// No token could be minted (the system RNG failed). Unlike [`Refusal::Internal`] the
+    /// reason is sent: it holds no detail a caller could use, and it tells the operator what
+    /// to look at.
+    CannotMint(String),
 }
 
 impl IntoResponse for Refusal {
@@ -96,6 +100,7 @@ impl IntoResponse for Refusal {
             Refusal::BadRequest(why) => why.clone(),
             Refusal::BodyTooLarge { limit } => format!("request body larger than {limit} bytes"),
             Refusal::Internal(_) => "internal error".to_owned(),
+            Refusal::CannotMint(why) => why.clone(),
         };
         let status = match &self {
             Refusal::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -104,11 +109,13 @@ impl IntoResponse for Refusal {
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Refusal::Internal(_) | Refusal::CannotMint(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         // Details go to the log, not to the caller (the Host may be a rebinding page's).
         match &self {
-            Refusal::Internal(why) => tracing::error!(reason = %why, "metadata request failed"),
+            Refusal::Internal(why) | Refusal::CannotMint(why) => {
+                tracing::error!(reason = %why, "metadata request failed")
+            }
             Refusal::HostNotAllowed(host) => {
                 tracing::warn!(host = %host, "metadata request for a foreign Host refused")
             }
@@ -138,6 +145,14 @@ pub(crate) async fn stamp(mut response: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_cannot_be_minted_is_a_500_that_says_why() {
+        let r = Refusal::CannotMint("cannot mint an access token: the system random number generator failed".into())
+            .into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes), Some(ERROR.as_bytes()));
+    }
 
     #[test]
     fn tokens_with_line_breaks_are_never_sent() {

@@ -189,7 +189,12 @@ fn access_token(server: &Server, o: &Options) -> Result<Reply, Refusal> {
         .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
     let scopes = if requested.is_empty() { server.workload.scopes.clone() } else { requested };
-    let (token, expires_in) = server.identity.issue_access_token(&server.workload.account, &scopes);
+    // No token without randomness: the store has no fallback, and the log line names the
+    // cause only (there is no token to leak).
+    let (token, expires_in) = server
+        .identity
+        .issue_access_token(&server.token_scope, &server.workload.account, &scopes)
+        .map_err(|e| Refusal::CannotMint(format!("cannot mint an access token: {e}")))?;
     let token = HeaderSafe::check(token)?;
     Ok(Reply::Json(serde_json::json!({
         "access_token": token.as_str(),

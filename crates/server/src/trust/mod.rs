@@ -11,6 +11,7 @@
 //! `max_staleness`, after which the issuer's tokens are refused (J30); no keys at all refuses
 //! every token.
 
+mod door;
 mod fetch;
 mod peek;
 mod refresher;
@@ -21,8 +22,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::Uri;
-use moat_crypto::{KeySet, RefreshGate, VerifiedClaims, Verifier, VerifierConfig, VerifyError};
+use moat_crypto::verify::GOOGLE_ISSUERS;
+use moat_crypto::{KeySet, PrincipalRule, RefreshGate, VerifiedClaims, Verifier, VerifierConfig, VerifyError};
 
+pub use door::DoorVerifier;
 pub use fetch::FetchError;
 pub use refresher::Refreshers;
 
@@ -65,12 +68,26 @@ pub struct TrustedIssuer {
     pub aliases: Vec<String>,
     pub source: JwksSource,
     pub algorithms: Vec<Algorithm>,
+    /// Domains whose verified emails name `user:EMAIL` (any issuer but Google's; see
+    /// `moat_crypto::PrincipalRule::Federated`).
+    pub email_domains: Vec<String>,
 }
 
 impl TrustedIssuer {
     /// An issuer signing with RS256.
     pub fn new(issuer: impl Into<String>, source: JwksSource) -> Self {
-        Self { issuer: issuer.into(), aliases: Vec::new(), source, algorithms: vec![Algorithm::Rs256] }
+        Self {
+            issuer: issuer.into(),
+            aliases: Vec::new(),
+            source,
+            algorithms: vec![Algorithm::Rs256],
+            email_domains: Vec::new(),
+        }
+    }
+
+    pub fn with_email_domains(mut self, domains: &[String]) -> Self {
+        self.email_domains = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        self
     }
 
     pub fn with_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
@@ -234,7 +251,13 @@ impl TrustStore {
             names.extend(t.aliases);
             let mut algorithms: Vec<_> = t.algorithms.iter().map(|a| a.jwt()).collect();
             algorithms.dedup();
-            let config = VerifierConfig { issuers: names.clone(), algorithms, ..base.clone() };
+            // Google's issuer keeps Google's email mapping; any other is namespaced (J27, J28).
+            let principals = if GOOGLE_ISSUERS.contains(&t.issuer.as_str()) {
+                PrincipalRule::Google
+            } else {
+                PrincipalRule::Federated { email_domains: t.email_domains }
+            };
+            let config = VerifierConfig { issuers: names.clone(), algorithms, principals, ..base.clone() };
             let issuer = Arc::new(Issuer {
                 name: t.issuer,
                 verifier: Arc::new(Verifier::new(config, keys)),

@@ -78,6 +78,50 @@ fn jwks_load_rejections() {
     }
     let huge = vec![b' '; MAX_JWKS_BYTES + 1];
     assert_eq!(KeySet::from_jwks_json(&huge).map(|k| k.len()), Err(JwksError::TooLarge { max: MAX_JWKS_BYTES }));
+    // Keys for other purposes are skipped next to a signing key; alone they are the error.
+    for (name, other) in [
+        ("use enc", k("use", Some(json!("enc")))),
+        ("kty OKP", k("kty", Some(json!("OKP")))),
+        ("alg HS256", k("alg", Some(json!("HS256")))),
+    ] {
+        let other = with(other, "kid", Some(json!("other")));
+        assert_eq!(load(json!([other.clone(), good.clone()])), Ok(1), "{name}");
+    }
+    // Refusals that mean a broken issuer still refuse the whole document.
+    assert!(matches!(
+        load(json!([good.clone(), k("kid", Some(json!("x"))), k("kid", Some(json!("x")))])),
+        Err(JwksError::DuplicateKid(_))
+    ));
+    assert!(matches!(
+        load(json!([good.clone(), with(k("d", Some(json!("AQAB"))), "kid", Some(json!("x")))])),
+        Err(JwksError::PrivateKey { .. })
+    ));
     // What the issuer publishes loads back.
     assert_eq!(KeySet::from_jwks_json(ring().jwks_json().as_bytes()).map(|k| k.len()), Ok(1));
+}
+
+/// A Keycloak realm's JWKS as served at `/realms/REALM/protocol/openid-connect/certs`: an
+/// `RSA-OAEP` encryption key next to the `RS256` signing key, both with x5c/x5t members. The
+/// encryption key is skipped; tokens signed by the signing key verify.
+#[test]
+fn a_keycloak_realm_jwks_loads_its_signing_key() {
+    let sig_key = jwk_of(ring());
+    let enc_key = jwk_of(attacker());
+    let x509 = |mut k: Json, kid: &str, alg: &str, use_: &str| {
+        k["kid"] = json!(kid);
+        k["alg"] = json!(alg);
+        k["use"] = json!(use_);
+        k["x5c"] = json!(["MIICnTCCAYUCBgGMxxxx"]);
+        k["x5t"] = json!("q0uVZ8e1hRk2mw0YlB8nq2nTz1w");
+        k["x5t#S256"] = json!("3Fb2p2j2aJ0LzYkq1mH3p9L2N5n8Xv3qvY6JcKxkz3A");
+        k
+    };
+    let kid = ring().current_kid().to_owned();
+    let doc = json!({"keys": [
+        x509(enc_key, "Yq8o0c1oZ7rWm1T0wzVx8aVbC3kqQ5wH2bB7p9yJmNo", "RSA-OAEP", "enc"),
+        x509(sig_key, &kid, "RS256", "sig"),
+    ]});
+    let keys = KeySet::from_jwks_json(doc.to_string().as_bytes()).unwrap();
+    assert_eq!(keys.kids().collect::<Vec<_>>(), [kid.as_str()]);
+    assert!(Verifier::new(VerifierConfig::google(), keys).verify(&good(), &auds(), NOW).is_ok());
 }

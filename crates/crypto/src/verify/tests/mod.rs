@@ -578,6 +578,21 @@ fn hex_p256_n() -> [u8; 32] {
     out
 }
 
+/// A verifier for a trusted issuer other than Google, with its users' email domains.
+fn federated(issuer: &str, email_domains: &[&str]) -> Verifier {
+    let cfg = VerifierConfig {
+        issuers: vec![issuer.to_owned()],
+        principals: PrincipalRule::Federated { email_domains: email_domains.iter().map(|d| (*d).to_owned()).collect() },
+        ..VerifierConfig::google()
+    };
+    Verifier::new(cfg, ring().key_set())
+}
+
+/// J27. moat's own issuer plays Google, which vouches for every email it verifies: a verified
+/// email is `serviceAccount:` or `user:`, an unverified or missing one names nobody. Any other
+/// issuer: never `serviceAccount:`, `user:` only for a verified email of one of its configured
+/// domains; anything else ("an email claim of another domain") is not mapped to a
+/// `user:`/`serviceAccount:` principal but to the issuer-scoped `principal://`.
 #[test]
 fn j27_identity_mapping() {
     let v = verifier();
@@ -589,11 +604,6 @@ fn j27_identity_mapping() {
     assert_eq!(
         c(with(claims(), "email_verified", Some(json!("true")))).unwrap().principal(),
         Some(Principal::ServiceAccount(EMAIL.into()))
-    );
-    assert_eq!(
-        c(with(claims(), "email", Some(json!("Someone@Evil.example")))).unwrap().principal(),
-        Some(Principal::User("someone@evil.example".into())),
-        "another domain is just another user"
     );
     assert_eq!(
         c(with(claims(), "email", Some(json!("x@gserviceaccount.com.evil.example")))).unwrap().principal(),
@@ -613,20 +623,72 @@ fn j27_identity_mapping() {
     let hd =
         c(with(with(claims(), "hd", Some(json!("example.com"))), "email", Some(json!("dev@example.com")))).unwrap();
     assert_eq!(hd.token_facts().unwrap().hosted_domain.as_deref(), Some("example.com"));
+
+    // Another trusted issuer, whose users are `@example.com`.
+    const IDP: &str = "https://idp.example/realms/acme";
+    let fed = federated(IDP, &["example.com"]);
+    let f = |email: Option<&str>, verified: bool| {
+        let p = with(
+            with(with(claims(), "iss", Some(json!(IDP))), "email", email.map(|e| json!(e))),
+            "email_verified",
+            Some(json!(verified)),
+        );
+        fed.verify_uncached(&sign(&header(), &p), &auds(), NOW).unwrap()
+    };
+    let scoped = Principal::Federated(format!("principal://idp.example/realms/acme/subject/{SUB}"));
+    assert_eq!(f(Some("Dev@Example.COM"), true).principal(), Some(Principal::User("dev@example.com".into())));
+    for (email, verified) in [
+        (Some("someone@evil.example"), true),
+        (Some(EMAIL), true),
+        (Some("x@proj.iam.gserviceaccount.com"), true),
+        (Some("dev@sub.example.com"), true),
+        (Some("dev@example.com.evil.example"), true),
+        (Some("@example.com"), true),
+        (Some("dev@example.com"), false),
+        (None, true),
+    ] {
+        let claims = f(email, verified);
+        assert_eq!(claims.principal(), Some(scoped.clone()), "{email:?} verified={verified}");
+        // IAM sees the scoped principal; it does not rest on an email, so nothing is unverified.
+        let facts = claims.token_facts().unwrap();
+        assert_eq!((facts.principal, facts.email_verified), (scoped.clone(), true));
+    }
+    assert_eq!(
+        fed.verify_uncached(
+            &sign(&header(), &with(with(claims(), "iss", Some(json!(IDP))), "sub", None)),
+            &auds(),
+            NOW
+        )
+        .unwrap_err(),
+        VerifyError::MissingClaim("sub")
+    );
 }
 
+/// J28. The same `sub` (and even the same email) from two issuers are two principals: Google's
+/// names the email, the others name `principal://ISSUER/subject/SUB`, distinct per issuer.
 #[test]
 fn j28_cross_issuer_subject_namespacing() {
-    let mut cfg = VerifierConfig::google();
-    cfg.issuers.push("https://issuer.example".into());
-    let v = Verifier::new(cfg, ring().key_set());
-    let a = v.verify_uncached(&good(), &auds(), NOW).unwrap();
-    let b = v
-        .verify_uncached(&sign(&header(), &with(claims(), "iss", Some(json!("https://issuer.example")))), &auds(), NOW)
+    let google = verifier().verify_uncached(&good(), &auds(), NOW).unwrap();
+    let token_of = |iss: &str| sign(&header(), &with(claims(), "iss", Some(json!(iss))));
+    let a = federated("https://a.example", &[]).verify_uncached(&token_of("https://a.example"), &auds(), NOW).unwrap();
+    let b = federated("https://b.example", &["proj.iam.gserviceaccount.com"])
+        .verify_uncached(&token_of("https://b.example"), &auds(), NOW)
         .unwrap();
-    assert_eq!(a.subject(), b.subject());
-    assert_ne!(a.subject_id(), b.subject_id());
-    assert_eq!(a.subject_id(), format!("https://accounts.google.com/{SUB}"));
+    assert_eq!((google.subject(), a.subject(), b.subject()), (SUB, SUB, SUB));
+    assert_eq!(google.principal(), Some(Principal::ServiceAccount(EMAIL.into())));
+    assert_eq!(a.principal(), Some(Principal::Federated(format!("principal://a.example/subject/{SUB}"))));
+    assert_eq!(b.principal(), Some(Principal::User(EMAIL.into())), "never serviceAccount: from another issuer");
+    assert_ne!(a.subject_id(), google.subject_id());
+    assert_eq!(google.subject_id(), format!("https://accounts.google.com/{SUB}"));
+    // A `sub` cannot smuggle a path: it is percent-encoded, so the string splits one way only.
+    assert_eq!(
+        federated_principal("https://a.example", "x/subject/y z"),
+        "principal://a.example/subject/x%2Fsubject%2Fy%20z"
+    );
+    assert_ne!(
+        federated_principal("https://a.example/subject/x", "y"),
+        federated_principal("https://a.example", "x/subject/y")
+    );
 }
 
 /// J29 (library part). The gateway test (later issue) adds: the same token sent to two services
