@@ -7,6 +7,7 @@ use std::io::Write as _;
 
 use moat_policy::edge::{DEPENDS_ON_REQUEST, EdgeFacts, Gate};
 use moat_policy::explain::{Answer, Query, for_each_answer, layer_of, matrix, query};
+use moat_policy::ingress::ROLLOUT_PENDING;
 use moat_policy::{Effect, Entry, Layer, Origin, Principal};
 
 use crate::exit::{Exit, report};
@@ -284,6 +285,9 @@ pub fn human(a: &Answer) -> String {
     for (i, r) in a.reasons.iter().enumerate() {
         let mark = if r.code == DEPENDS_ON_REQUEST {
             "?"
+        } else if r.code == ROLLOUT_PENDING {
+            // Not a step passed: a warning that the desired setting is not the one deciding.
+            "!"
         } else if a.effect == Effect::Deny && i == last {
             "✗"
         } else {

@@ -21,8 +21,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// moat: the Cloud Run security model as real software.
+// The doc comment above is the help text's first line, not Cargo's description, so that it
+// cannot fall behind the subcommand list clap prints under it.
 #[derive(Debug, Parser)]
-#[command(name = "moat", version, about)]
+#[command(name = "moat", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

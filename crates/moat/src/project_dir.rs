@@ -57,7 +57,17 @@ pub fn read_files(dir: &Path) -> Result<Vec<SourceFile>, ProjectDirError> {
 
 pub fn load(dir: &Path) -> Result<Project, ProjectDirError> {
     let files = read_files(dir)?;
-    Ok(moat_policy::load(&files)?)
+    let mut project = moat_policy::load(&files)?;
+    // A trusted issuer's `jwks_file` is relative to the project directory, not to wherever
+    // moat runs from.
+    for i in &mut project.trusted_issuers {
+        if let moat_policy::model::trust::JwksLocation::File(p) = &mut i.keys
+            && p.is_relative()
+        {
+            *p = dir.join(&*p);
+        }
+    }
+    Ok(project)
 }
 
 /// What `check` and `explain` analyse: a project directory, or a `.json` file holding

@@ -179,7 +179,10 @@ async fn serve(dir: &Path, state: Option<&Path>, mode: Mode, options: RunOptions
 /// `STATE/secrets/master.key` (created with mode 0600 on first run).
 fn open_secrets(state: &Path, project: &Project) -> Result<moat_secrets::Secrets, RunError> {
     let dir = state.join("secrets");
-    std::fs::create_dir_all(&dir)
+    // 0700 from the start: it holds the master key file, the sealed store and the audit log
+    // (`Secrets::open` also repairs the mode of a directory created looser before).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&dir)
         .map_err(|e| RunError::Start(format!("cannot create the secret store directory `{}`: {e}", dir.display())))?;
     let key = moat_secrets::MasterKey::from_env_or_file(&dir.join("master.key"))
         .map_err(|e| RunError::Start(format!("cannot load the secret store's master key: {e}")))?;

@@ -29,13 +29,46 @@ fn json(o: &Output) -> Value {
 }
 
 fn all_rules() -> BTreeSet<String> {
-    (1..=28).map(|i| format!("MOAT{i:03}")).collect()
+    (1..=29).map(|i| format!("MOAT{i:03}")).collect()
 }
 
 /// The rules examples/insecure shows: all but the Cloud SQL rules (MOAT017–MOAT022, Terraform
-/// input only) and MOAT025 (its policies have rate limits; see the Terraform fixtures).
+/// input only), MOAT025 (its policies have rate limits; see the Terraform fixtures) and MOAT029
+/// (a rollout caught half-way is not a mistake to copy; see
+/// `ingress_rollout_pending_is_reported_at_the_annotation`).
 fn insecure_rules() -> BTreeSet<String> {
-    all_rules().into_iter().filter(|r| !("MOAT017"..="MOAT022").contains(&r.as_str()) && r != "MOAT025").collect()
+    all_rules()
+        .into_iter()
+        .filter(|r| !("MOAT017"..="MOAT022").contains(&r.as_str()) && r != "MOAT025" && r != "MOAT029")
+        .collect()
+}
+
+#[test]
+fn ingress_rollout_pending_is_reported_at_the_annotation() {
+    let o = moat(&["check", "tests/fidelity/048-ingress-status-in-force", "--format", "json", "--fail-on", "info"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let v = json(&o);
+    let found: Vec<(&str, &str, &str, u64)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "MOAT029")
+        .map(|f| {
+            (
+                f["service"].as_str().unwrap(),
+                f["severity"].as_str().unwrap(),
+                f["file"].as_str().unwrap(),
+                f["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let file = |s: &str| format!("tests/fidelity/048-ingress-status-in-force/services/{s}.yaml");
+    // The ingress-status annotation is line 7 of both exports. api is more exposed than asked
+    // (internal asked, all in force): medium; web is less: info.
+    assert_eq!(found, [("api", "medium", file("api").as_str(), 7), ("web", "info", file("web").as_str(), 7)]);
+    let message =
+        v["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "MOAT029").unwrap()["message"].as_str().unwrap();
+    assert!(message.contains("desired ingress `internal`") && message.contains("in force `all`"), "{message}");
 }
 
 #[test]

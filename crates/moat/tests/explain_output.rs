@@ -9,10 +9,15 @@ use std::process::Command;
 
 /// Runs `moat explain examples/shop ARGS...` from the repository root; expects success.
 fn explain(args: &[&str]) -> String {
+    explain_in("examples/shop", args)
+}
+
+/// Runs `moat explain PROJECT ARGS...` from the repository root; expects success.
+fn explain_in(project: &str, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = Command::new(env!("CARGO_BIN_EXE_moat"))
         .current_dir(root)
-        .args(["explain", "examples/shop"])
+        .args(["explain", project])
         .args(args)
         .env("NO_COLOR", "1")
         .output()
@@ -56,6 +61,58 @@ fn denied_at_network() {
 fn denied_at_authorization() {
     let out = explain(&["--service", "status", "--from", "internet", "--as", "user:mallory@example.org"]);
     assert!(out.contains("DENY at authorization: HTTP 403"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn denied_at_authentication() {
+    // A token made for another service: refused before IAM is asked.
+    let out = explain(&[
+        "--service",
+        "status",
+        "--from",
+        "internet",
+        "--as",
+        "user:mallory@example.org",
+        "--audience",
+        "https://elsewhere.example.com",
+    ]);
+    assert!(out.contains("DENY at authentication: HTTP 401") && out.contains("https://elsewhere.example.com"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn ingress_rollout_pending_decides_on_the_setting_in_force() {
+    // api asks for `internal`, but `all` is still in force: the trace says which it used.
+    let out = explain_in(
+        "tests/fidelity/048-ingress-status-in-force",
+        &["--service", "api", "--from", "internet", "--as", "user:dev@example.com"],
+    );
+    assert!(out.contains("asks for ingress `internal`") && out.contains("→ ALLOW"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn denied_by_iap() {
+    // ops holds run.invoker, but IAP admits only holders of roles/iap.httpsResourceAccessor.
+    let out = explain_in(
+        "tests/fidelity/049-iap-enabled",
+        &["--service", "app", "--from", "internet", "--as", "user:ops@example.com"],
+    );
+    assert!(out.contains("DENY at iap: HTTP 403"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn allowed_through_iap_as_its_service_agent() {
+    let out = explain_in(
+        "tests/fidelity/049-iap-enabled",
+        &["--service", "app", "--from", "internet", "--as", "user:dev@example.com"],
+    );
+    assert!(
+        out.contains("service-100000000001@gcp-sa-iap.iam.gserviceaccount.com") && out.contains("→ ALLOW"),
+        "{out}"
+    );
     insta::assert_snapshot!(out);
 }
 

@@ -88,6 +88,20 @@ fn unknown_ingress_value() {
 }
 
 #[test]
+fn malformed_urls_annotation() {
+    // The URLs are token audiences: a list moat cannot read is an error, not an empty list.
+    let stderr = load_error("malformed-urls", "services/api.yaml:6:30");
+    assert!(stderr.contains("run.googleapis.com/urls") && stderr.contains("JSON array"), "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn unknown_ingress_status_value() {
+    // The setting in force decides, so one moat cannot read is an error, never a fall-back.
+    insta::assert_snapshot!(load_error("unknown-ingress-status", "services/api.yaml:6:40"));
+}
+
+#[test]
 fn missing_moat_yaml() {
     // About the file as a whole: there is no line to name.
     insta::assert_snapshot!(load_error("missing-moat-yaml", "moat.yaml: the project directory has no `moat.yaml`"));

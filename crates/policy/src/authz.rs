@@ -123,7 +123,9 @@ fn match_inner<'a>(
         (Member::AllUsers, _) => true,
         (_, Principal::Anonymous) => false,
         (Member::AllAuthenticatedUsers, _) => true,
-        (Member::User(e), Principal::User(p)) | (Member::ServiceAccount(e), Principal::ServiceAccount(p)) => e == p,
+        (Member::User(e), Principal::User(p))
+        | (Member::ServiceAccount(e), Principal::ServiceAccount(p))
+        | (Member::Federated(e), Principal::Federated(p)) => e == p,
         (Member::Group(g), _) => {
             if !seen.insert(g.as_str()) {
                 return false;

@@ -21,6 +21,9 @@ pub enum Layer {
     Edge,
     Ingress,
     Authentication,
+    /// Identity-Aware Proxy in front of the service (`iap-enabled`): it admits only callers
+    /// with IAP access, after their token is authenticated (spec/cloudrun.md §2.10).
+    Iap,
     Authorization,
 }
 
@@ -31,6 +34,7 @@ impl fmt::Display for Layer {
             Self::Edge => "edge",
             Self::Ingress => "ingress",
             Self::Authentication => "authentication",
+            Self::Iap => "iap",
             Self::Authorization => "authorization",
         })
     }

@@ -225,6 +225,7 @@ pub fn layer_of(code: &str) -> Layer {
         Some("edge") => Layer::Edge,
         Some("ingress") => Layer::Ingress,
         Some("token") => Layer::Authentication,
+        Some("iap") => Layer::Iap,
         _ => Layer::Authorization,
     }
 }

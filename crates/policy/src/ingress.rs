@@ -4,6 +4,7 @@
 use crate::decision::{Decision, Layer, Reason, Stage};
 use crate::model::{Ingress, LbScheme, Project, Service};
 use crate::request::NetOrigin;
+use crate::source::SourceRef;
 
 /// The door as ingress sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,16 +25,52 @@ impl Door {
     }
 }
 
+/// The line reasons point at: `ingress-status` while it differs from `ingress` (it decided),
+/// else the `ingress` annotation, the one the owner edits (the values are then the same).
+fn setting_source(service: &Service) -> &SourceRef {
+    service.ingress_pending().map_or(&service.ingress.source, |s| &s.source)
+}
+
 fn refuse(code: &'static str, message: String, service: &Service) -> Decision {
-    Decision::deny(Layer::Ingress, Some(404), vec![Reason::new(code, message, Some(&service.ingress.source))])
+    Decision::deny(Layer::Ingress, Some(404), vec![Reason::new(code, message, Some(setting_source(service)))])
 }
 
 fn admit(code: &'static str, message: String, service: &Service) -> Stage {
-    Ok(((), vec![Reason::new(code, message, Some(&service.ingress.source))]))
+    Ok(((), vec![Reason::new(code, message, Some(setting_source(service)))]))
 }
 
+/// Reason code when the export's `ingress-status` differs from its `ingress`.
+pub const ROLLOUT_PENDING: &str = "ingress.rollout_pending";
+
+/// The ingress decision, on the setting in force ([`Service::ingress_in_force`]). When the
+/// desired setting differs, the first reason says so and that the one in force decided.
 pub fn ingress(origin: &NetOrigin, door: Door, service: &Service, project: &Project) -> Stage {
-    let setting = service.ingress.value;
+    let Some(in_force) = service.ingress_pending() else {
+        return decide(origin, door, service, project);
+    };
+    let note = Reason::new(
+        ROLLOUT_PENDING,
+        format!(
+            "`{}` asks for ingress `{}`, but the server reports `{}` in force (`ingress-status`): until the rollout finishes, the setting in force decides",
+            service.name, service.ingress.value, in_force.value
+        ),
+        Some(&in_force.source),
+    );
+    let prepend = |mut r: Vec<Reason>| {
+        r.insert(0, note.clone());
+        r
+    };
+    match decide(origin, door, service, project) {
+        Ok(((), r)) => Ok(((), prepend(r))),
+        Err(mut d) => {
+            d.reasons = prepend(d.reasons);
+            Err(d)
+        }
+    }
+}
+
+fn decide(origin: &NetOrigin, door: Door, service: &Service, project: &Project) -> Stage {
+    let setting = service.ingress_in_force().value;
     let name = &service.name;
     if door == Door::DefaultUrl && service.default_url_disabled.value {
         return Err(Decision::deny(

@@ -13,6 +13,7 @@ pub mod decision;
 pub mod edge;
 pub mod egress;
 pub mod explain;
+pub mod iap;
 pub mod ingress;
 pub mod model;
 pub mod network;

@@ -1,5 +1,5 @@
 //! One request's whole path, layer by layer: network → edge → ingress → authentication →
-//! authorization. `explain` and the front door both run this order; the edge stage (a load
+//! IAP (only with `iap-enabled`) → authorization. `explain` and the front door both run this order; the edge stage (a load
 //! balancer's security policy) runs when the request facts are known: always at the front door,
 //! for `explain`'s single query (`admit_with_edge`); the matrix, which has none, evaluates it
 //! with the rules that read the request set aside (`admit_for_matrix`).
@@ -236,13 +236,17 @@ fn admit_inner(
     Ok(Ok(reasons))
 }
 
+fn fail(mut d: Decision, mut r: Vec<Reason>) -> Decision {
+    r.append(&mut d.reasons);
+    d.reasons = r;
+    d
+}
+
 /// The identity part of the path, after ingress admitted the request.
 pub fn invoke(mut reasons: Vec<Reason>, token: Option<&TokenFacts>, service: &Service, project: &Project) -> Decision {
-    let fail = |mut d: Decision, mut r: Vec<Reason>| {
-        r.append(&mut d.reasons);
-        d.reasons = r;
-        d
-    };
+    if service.iap_enabled.value {
+        return invoke_through_iap(reasons, token, service, project);
+    }
     if service.invoker_iam_disabled.value {
         reasons.push(Reason::new(
             "iam.invoker_check_disabled",
@@ -259,6 +263,36 @@ pub fn invoke(mut reasons: Vec<Reason>, token: Option<&TokenFacts>, service: &Se
         Err(d) => return fail(d, reasons),
     };
     match authorize(&principal, service, project) {
+        Ok((_permit, mut r)) => {
+            reasons.append(&mut r);
+            Decision::allow(reasons)
+        }
+        Err(d) => fail(d, reasons),
+    }
+}
+
+/// Behind IAP (spec/cloudrun.md §2.10): the caller's token is authenticated, IAP admits only
+/// callers with IAP access, then calls the service as its service agent, so the invoker check
+/// (unless disabled) is made for the agent. The front door runs the same stages
+/// (`crate::iap`), in this order.
+fn invoke_through_iap(
+    mut reasons: Vec<Reason>,
+    token: Option<&TokenFacts>,
+    service: &Service,
+    project: &Project,
+) -> Decision {
+    let principal = match authenticate(token, service) {
+        Ok((p, mut r)) => {
+            reasons.append(&mut r);
+            p
+        }
+        Err(d) => return fail(d, reasons),
+    };
+    match crate::iap::admit(&principal, service, project) {
+        Ok(((), mut r)) => reasons.append(&mut r),
+        Err(d) => return fail(d, reasons),
+    }
+    match crate::iap::invoker(service, project) {
         Ok((_permit, mut r)) => {
             reasons.append(&mut r);
             Decision::allow(reasons)

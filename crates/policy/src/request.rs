@@ -87,12 +87,16 @@ pub enum Principal {
     Anonymous,
     User(String),
     ServiceAccount(String),
+    /// A subject of a trusted issuer other than Google that no email of its configured domains
+    /// names: `principal://ISSUER/subject/SUB` (moat_crypto's `federated_principal`). Matched
+    /// only by the identical `principal://` IAM member.
+    Federated(String),
 }
 
 impl Principal {
     pub fn email(&self) -> Option<&str> {
         match self {
-            Self::Anonymous => None,
+            Self::Anonymous | Self::Federated(_) => None,
             Self::User(e) | Self::ServiceAccount(e) => Some(e),
         }
     }
@@ -236,6 +240,9 @@ impl FromStr for Principal {
         if s == "anonymous" {
             return Ok(Self::Anonymous);
         }
+        if s.starts_with("principal://") {
+            return Ok(Self::Federated(s.to_owned()));
+        }
         match s.split_once(':') {
             Some(("user", e)) if e.contains('@') => Ok(Self::User(e.to_ascii_lowercase())),
             Some(("serviceAccount", e)) if e.contains('@') => Ok(Self::ServiceAccount(e.to_ascii_lowercase())),
@@ -250,6 +257,7 @@ impl fmt::Display for Principal {
             Self::Anonymous => f.write_str("anonymous"),
             Self::User(e) => write!(f, "user:{e}"),
             Self::ServiceAccount(e) => write!(f, "serviceAccount:{e}"),
+            Self::Federated(p) => f.write_str(p),
         }
     }
 }

@@ -19,6 +19,8 @@
 pub enum Permission {
     /// Invoke a Cloud Run service.
     RunRoutesInvoke,
+    /// Be admitted by IAP to a resource it protects (`iap.webServiceVersions.accessViaIAP`).
+    IapAccess,
     /// Read a secret version's payload.
     SecretVersionsAccess,
     SecretsCreate,
@@ -40,6 +42,7 @@ impl Permission {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RunRoutesInvoke => "run.routes.invoke",
+            Self::IapAccess => "iap.webServiceVersions.accessViaIAP",
             Self::SecretVersionsAccess => "secretmanager.versions.access",
             Self::SecretsCreate => "secretmanager.secrets.create",
             Self::SecretsGet => "secretmanager.secrets.get",
@@ -58,6 +61,8 @@ impl Permission {
     }
 
     /// The permission named `s` (`secretmanager.versions.access`), for `testIamPermissions`.
+    /// Only [`Self::ALL`] is searched: IAP access is a decision input, never asked of the
+    /// Secret Manager emulation.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|p| p.as_str() == s)
     }
@@ -81,7 +86,7 @@ impl Permission {
     ];
 
     fn is_secret_manager(self) -> bool {
-        self != Self::RunRoutesInvoke
+        !matches!(self, Self::RunRoutesInvoke | Self::IapAccess)
     }
 
     /// Reads that the read-only roles carry: metadata, never payloads.
@@ -99,6 +104,8 @@ impl Permission {
 
 const INVOKE: &[&str] =
     &["roles/run.invoker", "roles/run.servicesInvoker", "roles/run.admin", "roles/editor", "roles/owner"];
+/// The role IAP admits (IAP-secured Web App User).
+pub const IAP_ACCESSOR: &str = "roles/iap.httpsResourceAccessor";
 const SECRET_ACCESS: &[&str] = &["roles/secretmanager.secretAccessor", "roles/secretmanager.admin", "roles/owner"];
 
 /// Whether `role` carries `permission`.
@@ -113,6 +120,10 @@ pub fn grants(role: &str, permission: Permission) -> bool {
     use Permission as P;
     match permission {
         P::RunRoutesInvoke => INVOKE.contains(&role),
+        // Only the IAP-secured Web App User role: Owner lets one edit the IAP policy, not pass
+        // IAP (cloud.google.com/iap/docs/managing-access, "Owner ... only allows modifying the
+        // policy, not accessing the app").
+        P::IapAccess => role == IAP_ACCESSOR,
         P::SecretVersionsAccess => SECRET_ACCESS.contains(&role),
         p if p.is_secret_manager() => match role {
             "roles/owner" | "roles/secretmanager.admin" => true,
@@ -168,6 +179,16 @@ mod tests {
             assert_eq!(Permission::parse(p.as_str()), Some(p));
             assert!(grants("roles/owner", p));
         }
+    }
+
+    #[test]
+    fn only_the_accessor_role_passes_iap() {
+        assert!(grants(IAP_ACCESSOR, Permission::IapAccess));
+        for r in ["roles/owner", "roles/editor", "roles/run.invoker", "roles/iap.admin"] {
+            assert!(!grants(r, Permission::IapAccess), "{r}");
+        }
+        assert!(!grants(IAP_ACCESSOR, Permission::RunRoutesInvoke));
+        assert!(!grants(IAP_ACCESSOR, Permission::SecretsGet));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use moat_policy::explain::{Answer, Query, matrix, query};
-use moat_policy::{Effect, Entry, Layer, Origin, Principal, SourceFile, load};
+use moat_policy::{Effect, Entry, Layer, Origin, Principal, SourceFile, iap, load};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -21,13 +21,20 @@ const NUMBER: &str = "4242";
 const DEFAULT_SA: &str = "4242-compute@developer.gserviceaccount.com";
 const PRODUCTS: [&str; 8] =
     ["scheduler", "tasks", "pubsub", "eventarc", "workflows", "bigquery", "dialogflow-cx", "synthetic-monitors"];
-const ROLES: [&str; 5] = ["roles/run.invoker", "roles/run.admin", "roles/editor", "roles/owner", "roles/viewer"];
+const ROLES: [&str; 6] = [
+    "roles/run.invoker",
+    "roles/run.admin",
+    "roles/editor",
+    "roles/owner",
+    "roles/viewer",
+    "roles/iap.httpsResourceAccessor",
+];
 const TAGS: [&str; 2] = ["blue", "green"];
 const AUDIENCES: [&str; 2] = ["https://api.example.com", "my-aud"];
 const DOMAIN: &str = "d.example.com";
 
 /// Members bindings and groups draw from; `{N}` is the service index for service accounts.
-const MEMBERS: [&str; 12] = [
+const MEMBERS: [&str; 13] = [
     "allUsers",
     "allAuthenticatedUsers",
     "user:u0@example.com",
@@ -40,6 +47,8 @@ const MEMBERS: [&str; 12] = [
     "group:g1@example.com",
     "domain:example.com",
     "user:U0@Example.com",
+    // IAP's service agent, so that IAP-enabled services are sometimes invocable.
+    "serviceAccount:service-4242@gcp-sa-iap.iam.gserviceaccount.com",
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +87,9 @@ struct Svc {
     bindings: Vec<Binding>,
     ext_route: bool,
     ilb_route: bool,
+    /// v1 only: an `ingress-status` annotation (index into the ingress values), in force.
+    ingress_status: Option<usize>,
+    iap: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,11 +128,13 @@ fn svc() -> impl Strategy<Value = Svc> {
             any::<bool>(),
             any::<bool>(),
         ),
+        (prop::option::of(0..4usize), prop::bool::weighted(0.3)),
     )
         .prop_map(
             |(
                 (v2, ingress, attach, egress, iam_disabled, default_url_disabled),
                 (audiences, tags, explicit_sa, bindings, ext_route, ilb_route),
+                (ingress_status, iap),
             )| Svc {
                 v2,
                 ingress,
@@ -134,6 +148,8 @@ fn svc() -> impl Strategy<Value = Svc> {
                 bindings,
                 ext_route,
                 ilb_route,
+                ingress_status,
+                iap,
             },
         )
 }
@@ -282,6 +298,15 @@ impl Gen {
             "run.googleapis.com/ingress: {}",
             ["all", "internal", "internal-and-cloud-load-balancing", "none"][s.ingress]
         )];
+        if let Some(st) = s.ingress_status {
+            ann.push(format!(
+                "run.googleapis.com/ingress-status: {}",
+                ["all", "internal", "internal-and-cloud-load-balancing", "none"][st]
+            ));
+        }
+        if s.iap {
+            ann.push("run.googleapis.com/iap-enabled: 'true'".into());
+        }
         if s.iam_disabled {
             ann.push("run.googleapis.com/invoker-iam-disabled: 'True'".into());
         }
@@ -366,6 +391,9 @@ impl Gen {
         });
         if s.iam_disabled {
             v["invokerIamDisabled"] = json!(true);
+        }
+        if s.iap {
+            v["iapEnabled"] = json!(true);
         }
         if s.default_url_disabled {
             v["defaultUriDisabled"] = json!(true);
@@ -461,6 +489,7 @@ fn status_of(a: &Answer) -> Option<u16> {
         (Effect::Deny, Some(Layer::Network)) => None,
         (Effect::Deny, Some(Layer::Ingress)) => Some(404),
         (Effect::Deny, Some(Layer::Authentication)) => Some(401),
+        (Effect::Deny, Some(Layer::Iap)) => Some(iap::REFUSAL_STATUS),
         (Effect::Deny, Some(Layer::Authorization)) => Some(403),
         (Effect::Deny, other) => panic!("a denial at {other:?}: {a:?}"),
     }

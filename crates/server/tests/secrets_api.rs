@@ -112,7 +112,8 @@ async fn start(name: &str) -> Api {
 impl Api {
     fn access_token(&self, email: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-        self.identity.issue_access_token(&Account::service_account(email), &scopes).0
+        let scope = self.identity.access_token_scope();
+        self.identity.issue_access_token(&scope, &Account::service_account(email), &scopes).unwrap().0
     }
 
     fn id_token(&self, email: &str, audience: &str) -> String {
@@ -418,6 +419,18 @@ async fn iam_policies_are_set_read_tested_and_etag_checked() {
     let bad = json!({"policy": {"bindings": [{"role": "roles/secretmanager.secretAccessor", "members": ["nobody"]}]}});
     let r = api.call(Method::POST, &format!("{s}:setIamPolicy"), Some(&api.admin), Some(bad)).await;
     assert_eq!(r.error().1, "INVALID_ARGUMENT");
+
+    // Audit settings cannot be stored: refused, not dropped, and nothing changes.
+    let before = api.ok(Method::GET, &format!("{s}:getIamPolicy"), None).await;
+    let audit = json!([{"service": "allServices", "auditLogConfigs": [{"logType": "DATA_READ"}]}]);
+    let body = json!({"policy": {"bindings": [], "auditConfigs": audit}});
+    let r = api.call(Method::POST, &format!("{s}:setIamPolicy"), Some(&api.admin), Some(body)).await;
+    assert_eq!((r.error().0, r.error().1), (400, "INVALID_ARGUMENT"));
+    assert!(r.error().2.contains("auditConfigs is not supported"), "{}", r.error().2);
+    assert_eq!(api.ok(Method::GET, &format!("{s}:getIamPolicy"), None).await, before);
+    // An empty list carries nothing and is accepted.
+    let body = json!({"policy": {"bindings": binding, "auditConfigs": []}});
+    api.ok(Method::POST, &format!("{s}:setIamPolicy"), Some(body)).await;
 }
 
 #[tokio::test]

@@ -16,13 +16,14 @@ mod load_balancer;
 mod project_grants;
 mod public;
 mod public_surface;
+mod rollout;
 mod secrets;
 mod service_accounts;
 mod sql;
 mod vpc;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::fmt;
 
@@ -154,6 +155,7 @@ pub const RULES: &[Rule] = &[
     service_accounts::MOAT026,
     service_accounts::MOAT027,
     edge_policy::MOAT028,
+    rollout::MOAT029,
 ];
 
 /// The rule with this id.
@@ -193,7 +195,7 @@ mod tests {
     #[test]
     fn catalogue_is_complete_and_in_order() {
         let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
-        let expected: Vec<String> = (1..=28).map(|i| format!("MOAT{i:03}")).collect();
+        let expected: Vec<String> = (1..=29).map(|i| format!("MOAT{i:03}")).collect();
         assert_eq!(ids, expected);
         for r in RULES {
             assert!(!r.title.is_empty() && !r.explanation.is_empty() && !r.fix.is_empty(), "{}", r.id);

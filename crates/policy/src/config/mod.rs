@@ -12,6 +12,7 @@ mod rate_state;
 pub(crate) mod raw;
 mod service;
 pub mod terraform;
+mod trust;
 
 use serde::de::DeserializeOwned;
 

@@ -98,6 +98,7 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
         armor_policies: BTreeMap::new(),
         accepted: Vec::new(),
         rate_limit_state: None,
+        trusted_issuers: Vec::new(),
         unknowns: Vec::new(),
         sql_instances: Vec::new(),
         service_account_iam: std::collections::BTreeMap::new(),
@@ -288,6 +289,9 @@ pub(crate) fn lower_project(ctx: &FileCtx, raw: RawMoat, errs: &mut Vec<ConfigEr
     }
     if let Some(r) = raw.rate_limit_state {
         project.rate_limit_state = crate::config::rate_state::lower_rate_state(ctx, r, errs);
+    }
+    if let Some(t) = raw.trust {
+        project.trusted_issuers = crate::config::trust::lower_trust(ctx, t, errs);
     }
     project
 }

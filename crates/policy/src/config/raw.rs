@@ -123,6 +123,9 @@ pub struct RawMoat {
     /// Where `moat up` and `moat serve` keep rate-limit counters and bans.
     #[serde(default)]
     pub rate_limit_state: Option<Spanned<super::rate_state::RawRateLimitState>>,
+    /// Other ID-token issuers the front door trusts (self-hosted IdPs).
+    #[serde(default)]
+    pub trust: Option<Spanned<super::trust::RawTrust>>,
     /// Which ranges count as private, and the outside hosts of the simulated network.
     #[serde(default)]
     pub egress: Option<Spanned<RawEgress>>,

@@ -66,7 +66,22 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
         },
         None => Setting::implied(Ingress::All, source.clone()),
     };
-    let ingress_status = get("ingress-status").and_then(|v| Ingress::parse(&v.value.0));
+    // Written by the server, so an unknown value means an export moat does not understand:
+    // an error, never a silent fall-back to the desired setting.
+    let ingress_status = match get("ingress-status") {
+        Some(v) => match Ingress::parse(&v.value.0) {
+            Some(i) => Some(Setting::set(i, ctx.at(&v.referenced))),
+            None => {
+                errs.push(ctx.error(
+                    &ctx.at(&v.referenced),
+                    format!("`{ANN}ingress-status` `{}` is not a known ingress setting", v.value.0),
+                    "export the service again with `gcloud run services describe NAME --format yaml` (the server writes this annotation; its values are `all`, `internal` and `internal-and-cloud-load-balancing`)",
+                ));
+                return None;
+            }
+        },
+        None => None,
+    };
     let invoker_iam_disabled = bool_annotation(ctx, get("invoker-iam-disabled"), &source, errs);
     let default_url_disabled = bool_annotation(ctx, get("default-url-disabled"), &source, errs);
     let iap_enabled = bool_annotation(ctx, get("iap-enabled"), &source, errs);
@@ -84,8 +99,22 @@ pub(crate) fn lower_v1(ctx: &FileCtx, k: KService, project: &Project, errs: &mut
         },
         None => Setting::implied(Vec::new(), source.clone()),
     };
-    let mut urls: Vec<String> =
-        get("urls").and_then(|v| serde_json::from_str::<Vec<String>>(&v.value.0).ok()).unwrap_or_default();
+    let mut urls: Vec<String> = match get("urls") {
+        Some(v) => match serde_json::from_str::<Vec<String>>(&v.value.0) {
+            Ok(list) => list,
+            Err(e) => {
+                // The URLs are token audiences: dropping a malformed list would refuse tokens
+                // Cloud Run accepts, or hide a URL from `check`.
+                errs.push(ctx.error(
+                    &ctx.at(&v.referenced),
+                    format!("`{ANN}urls` is not a JSON array of strings: {e}"),
+                    "export the service again with `gcloud run services describe NAME --format yaml`, or write it as '[\"https://NAME-HASH-uc.a.run.app\"]'",
+                ));
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
     if let Some(status) = &k.status {
         urls.extend(status.url.clone());
         urls.extend(status.address.as_ref().and_then(|a| a.url.clone()));

@@ -16,8 +16,10 @@ pub enum Member {
     ProjectOwner(String),
     ProjectEditor(String),
     ProjectViewer(String),
-    /// Workforce/Workload Identity Federation (`principal://`, `principalSet://`): kept so that
-    /// policies round-trip, never matched, since moat's tokens are Google-style only.
+    /// Workforce/Workload Identity Federation (`principal://`, `principalSet://`). A
+    /// `principal://` member matches the identical principal of a token from a trusted
+    /// non-Google issuer (`trust:` in moat.yaml); `principalSet://` is kept so that policies
+    /// round-trip, and never matches.
     Federated(String),
     /// `deleted:...`: a member whose account was deleted; never matches.
     Deleted(String),

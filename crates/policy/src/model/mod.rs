@@ -5,6 +5,7 @@ pub mod project;
 pub mod rate_state;
 pub mod service;
 pub mod sql;
+pub mod trust;
 pub mod unknown;
 
 pub use iam::{Binding, Condition, IamPolicy, Member, MemberRef};

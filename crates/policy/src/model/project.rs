@@ -296,6 +296,8 @@ pub struct Project {
     /// Shared rate-limit counters and bans (`rate_limit_state:`); `None`: each process counts
     /// in its own memory.
     pub rate_limit_state: Option<crate::model::RateLimitState>,
+    /// Other ID-token issuers the front door trusts (`trust.issuers`); moat's own is implicit.
+    pub trusted_issuers: Vec<crate::model::trust::TrustedIssuer>,
     /// Values a Terraform plan leaves unknown until apply (always empty for a project
     /// directory); see `model::unknown`.
     pub unknowns: Vec<crate::model::Unknown>,

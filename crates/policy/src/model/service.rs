@@ -216,7 +216,8 @@ pub struct Service {
     pub source: SourceRef,
     pub ingress: Setting<Ingress>,
     /// What the server reports as in force (v1 `ingress-status`), when the export has it.
-    pub ingress_status: Option<Ingress>,
+    /// Decisions use [`Service::ingress_in_force`], not this or `ingress` directly.
+    pub ingress_status: Option<Setting<Ingress>>,
     pub invoker_iam_disabled: Setting<bool>,
     pub custom_audiences: Setting<Vec<String>>,
     pub default_url_disabled: Setting<bool>,
@@ -236,6 +237,19 @@ pub struct Service {
 }
 
 impl Service {
+    /// The ingress setting a request meets: the one the server reports in force
+    /// (`ingress-status`) when the export has it, else the desired `ingress`. The two differ
+    /// while a rollout is in progress (spec/cloudrun.md §1.6), and until it finishes the old
+    /// setting is the one Cloud Run applies.
+    pub fn ingress_in_force(&self) -> &Setting<Ingress> {
+        self.ingress_status.as_ref().unwrap_or(&self.ingress)
+    }
+
+    /// The in-force setting, when it differs from the desired one (a rollout is pending).
+    pub fn ingress_pending(&self) -> Option<&Setting<Ingress>> {
+        self.ingress_status.as_ref().filter(|s| s.value != self.ingress.value)
+    }
+
     /// Every secret the service reads, with the line that references it.
     pub fn secret_refs(&self) -> impl Iterator<Item = (&SecretRef, &SourceRef)> {
         let env = self.env.iter().filter_map(|e| match &e.value {

@@ -143,7 +143,8 @@ impl Snapshot {
 
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
-    verifier: Arc<Verifier>,
+    /// moat's own keys and the issuers of `trust:` (read once, at build).
+    verifier: crate::trust::DoorVerifier,
     upstreams: Arc<dyn Upstreams>,
     clock: Clock,
     sink: Arc<dyn DecisionSink>,
@@ -232,8 +233,8 @@ impl FrontDoorBuilder {
         h.write_u64(std::process::id().into());
         FrontDoor {
             inner: Arc::new(Inner {
+                verifier: crate::trust::DoorVerifier::new(self.verifier, &self.project.trusted_issuers),
                 snapshot: ArcSwap::from_pointee(Snapshot::new(self.project)),
-                verifier: self.verifier,
                 upstreams: self.upstreams,
                 clock: self.clock,
                 sink: self.sink,

@@ -1,8 +1,8 @@
 //! One request, top to bottom: route → network → edge → ingress → size → credential →
-//! verify → authenticate → authorize → forward. [`handle`] is the whole pipeline; each line is
-//! one stage, and each policy stage is the `moat_policy` function `explain` calls, in
-//! `path::decide`'s order, so the decision recorded here is the one `explain` prints for the
-//! same facts. The size check is the front door's own (`explain` knows no bodies).
+//! verify → authenticate → IAP (with `iap-enabled`) → authorize → forward. [`handle`] is the
+//! whole pipeline; each line is one stage, and each policy stage is the `moat_policy` function
+//! `explain` calls, in `path::decide`'s order, so the decision recorded here is the one
+//! `explain` prints for the same facts. The size check is the front door's own (`explain` knows no bodies).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use moat_policy::decision::Layer;
 use moat_policy::model::{LoadBalancer, Service};
 use moat_policy::request::NetOrigin;
 use moat_policy::{
-    Decision, Effect, Entry, Origin, Principal, Project, Reason, TokenFacts, authn, authz, ingress, network, path,
+    Decision, Effect, Entry, Origin, Principal, Project, Reason, TokenFacts, authn, authz, iap, ingress, network, path,
 };
 
 use super::Inner;
@@ -134,7 +134,10 @@ pub(super) async fn handle(
         return t.too_large(reasons, &path);
     }
     // Invoker check disabled: nothing is verified and the headers pass untouched (§2.8).
-    if let Some(unchecked) = InvokerCheckDisabled::of(service) {
+    // Not behind IAP, which checks the caller whatever the invoker setting (below).
+    if !service.iap_enabled.value
+        && let Some(unchecked) = InvokerCheckDisabled::of(service)
+    {
         let decision = path::invoke(reasons, None, service, project);
         return t.forward(decision, Admitted::Unchecked(unchecked), service, req, peer).await;
     }
@@ -146,7 +149,7 @@ pub(super) async fn handle(
     // Signature, issuer, lifetime and audience: a token that fails any of them is a 401.
     let verified = match credential {
         None => None,
-        Some((header, token)) => match verify(door, &snap.audiences, service, &token) {
+        Some((header, token)) => match verify(door, &snap.audiences, service, &token).await {
             Ok(claims) => Some((header, token, claims)),
             Err(d) => return t.deny(d, reasons, &path),
         },
@@ -163,12 +166,38 @@ pub(super) async fn handle(
         }
         Err(d) => return t.deny(d, reasons, &path),
     };
-    t.principal = principal.email().map(str::to_owned);
+    // The email for Google identities; a federated caller by its full `principal://` name.
+    t.principal = match &principal {
+        Principal::Federated(name) => Some(name.clone()),
+        other => other.email().map(str::to_owned),
+    };
+    // IAP (§2.10), when enabled: it admits only callers with IAP access, then calls the
+    // service as its own service agent, so the invoker check below is the agent's.
+    if service.iap_enabled.value {
+        match iap::admit(&principal, service, project) {
+            Ok(((), r)) => reasons.extend(r),
+            Err(d) => return t.deny(d, reasons, &path),
+        }
+    }
     // Authorization: run.routes.invoke through the service policy, then the project policy.
-    let permit = match authz::authorize(&principal, service, project) {
-        Ok((permit, r)) => {
+    let authorized = if service.iap_enabled.value {
+        iap::invoker(service, project)
+    } else {
+        authz::authorize(&principal, service, project).map(|(permit, r)| (Some(permit), r))
+    };
+    let permit = match authorized {
+        Ok((Some(permit), r)) => {
             reasons.extend(r);
             permit
+        }
+        // Behind IAP with the invoker check disabled: IAP admitted the caller, nothing more is
+        // checked, and the headers pass untouched as without IAP.
+        Ok((None, r)) => {
+            reasons.extend(r);
+            let Some(unchecked) = InvokerCheckDisabled::of(service) else {
+                return t.deny(no_permit(), reasons, &path);
+            };
+            return t.forward(Decision::allow(reasons), Admitted::Unchecked(unchecked), service, req, peer).await;
         }
         Err(d) => return t.deny(d, reasons, &path),
     };
@@ -224,14 +253,14 @@ fn header_refusal(e: &HeaderError) -> Decision {
     Decision::deny(Layer::Authentication, Some(401), vec![Reason::new(code, e.to_string(), None)])
 }
 
-fn verify(
+async fn verify(
     door: &Inner,
     audiences: &std::collections::HashMap<String, Vec<String>>,
     service: &Service,
     token: &str,
 ) -> Result<VerifiedClaims, Decision> {
     let accepted = audiences.get(&service.name).map_or(&[][..], Vec::as_slice);
-    door.verifier.verify(token, accepted, (door.clock)()).map_err(|e| {
+    door.verifier.verify(token, accepted, (door.clock)()).await.map_err(|e| {
         let source = (e == moat_crypto::VerifyError::Audience).then_some(&service.custom_audiences.source);
         Decision::deny(Layer::Authentication, Some(401), vec![Reason::new(e.code(), e.to_string(), source)])
     })
@@ -261,6 +290,17 @@ fn facts(claims: &VerifiedClaims) -> Result<TokenFacts, Decision> {
             )],
         )),
     }
+}
+
+/// The policy admitted without a permit although the invoker check is on: refused (fail
+/// closed). `iap::invoker` returns no permit only when the check is disabled, so this is a
+/// guard, not a path.
+fn no_permit() -> Decision {
+    Decision::deny(
+        Layer::Authorization,
+        Some(403),
+        vec![Reason::new("iam.no_permit", "the invoker check is on but no permit was issued; refused", None)],
+    )
 }
 
 fn malformed_after_verify() -> Decision {
@@ -312,6 +352,7 @@ fn layer_name(layer: Layer) -> &'static str {
         Layer::Edge => "edge",
         Layer::Ingress => "ingress",
         Layer::Authentication => "authentication",
+        Layer::Iap => "iap",
         Layer::Authorization => "authorization",
     }
 }

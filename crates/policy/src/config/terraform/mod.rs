@@ -163,6 +163,7 @@ impl<'p, 'a> Lower<'p, 'a> {
             armor_policies: std::collections::BTreeMap::new(),
             accepted: Vec::new(),
             rate_limit_state: None,
+            trusted_issuers: Vec::new(),
             unknowns: Vec::new(),
             sql_instances: Vec::new(),
             service_account_iam: std::collections::BTreeMap::new(),

@@ -479,7 +479,7 @@ fn v1(l: &mut Lower<'_, '_>, r: &Res<'_>, name: String) -> Service {
     let ann = |key: &str| map_str(meta, "annotations", &format!("{ANN}{key}"));
     let ann_attr = |key: &str| format!("metadata[0].annotations[\"{ANN}{key}\"]");
     let ingress = ingress_setting(l, r, ann("ingress"), &ann_attr("ingress"));
-    let ingress_status = ann("ingress-status").and_then(Ingress::parse);
+    let ingress_status = ann("ingress-status").map(|v| ingress_setting(l, r, Some(v), &ann_attr("ingress-status")));
     let bool_ann = |l: &Lower<'_, '_>, key: &str| match ann(key).map(str::to_ascii_lowercase).as_deref() {
         Some("true") => Setting::set(true, l.at(r, &ann_attr(key))),
         Some(_) => Setting::set(false, l.at(r, &ann_attr(key))),
