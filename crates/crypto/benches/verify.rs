@@ -39,6 +39,12 @@ struct Sizes {
     fresh: usize,
 }
 
+/// The median of a round's samples.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// Best of `rounds` runs of `iters` calls of `f`, as operations per second.
 fn ops_per_sec(rounds: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
     let mut best = Duration::MAX;
@@ -55,7 +61,7 @@ fn ops_per_sec(rounds: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let sizes = if full {
-        Sizes { rounds: 3, cold: 20_000, cached: 3_000_000, fresh: 5_000 }
+        Sizes { rounds: 7, cold: 5_000, cached: 1_000_000, fresh: 2_000 }
     } else {
         Sizes { rounds: 1, cold: 20, cached: 1_000, fresh: 20 }
     };
@@ -103,35 +109,46 @@ fn main() {
     assert!(jwt(&token).is_ok());
     assert!(fresh.iter().all(|t| jwt(t).is_ok()));
 
-    let cold = ops_per_sec(sizes.rounds, sizes.cold, |_| {
-        black_box(verifier.verify_uncached(black_box(&token), &audiences, now)).unwrap();
-    });
-    let raw = ops_per_sec(sizes.rounds, sizes.cold, |_| {
-        black_box(public.verify(&RSA_PKCS1_2048_8192_SHA256, black_box(signing_input.as_bytes()), &signature)).unwrap();
-    });
-    let jwt_cold = ops_per_sec(sizes.rounds, sizes.cold, |_| {
-        black_box(jwt(black_box(&token))).unwrap();
-    });
     verifier.verify(&token, &audiences, now).unwrap();
-    let cached = ops_per_sec(sizes.rounds, sizes.cached, |_| {
-        black_box(verifier.verify(black_box(&token), &audiences, now)).unwrap();
-    });
-    let jwt_same = ops_per_sec(sizes.rounds, sizes.cold, |_| {
-        black_box(jwt(black_box(&token))).unwrap();
-    });
-    // Fresh tokens: a new verifier per round so every call misses the cache.
-    let mut rounds_fresh = 0.0f64;
+    // Every case is measured once per round, the rounds interleaved, and the median reported:
+    // the ratios compare figures taken under the same machine conditions (a busy neighbour
+    // slows every case of a round alike, not one case of the whole run).
+    let mut samples: [Vec<f64>; 7] = Default::default();
     for _ in 0..sizes.rounds {
+        let [cold, raw, jwt_cold, cached, jwt_same, fresh_ours, jwt_fresh] = &mut samples;
+        cold.push(ops_per_sec(1, sizes.cold, |_| {
+            black_box(verifier.verify_uncached(black_box(&token), &audiences, now)).unwrap();
+        }));
+        raw.push(ops_per_sec(1, sizes.cold, |_| {
+            black_box(public.verify(&RSA_PKCS1_2048_8192_SHA256, black_box(signing_input.as_bytes()), &signature))
+                .unwrap();
+        }));
+        jwt_cold.push(ops_per_sec(1, sizes.cold, |_| {
+            black_box(jwt(black_box(&token))).unwrap();
+        }));
+        cached.push(ops_per_sec(1, sizes.cached, |_| {
+            black_box(verifier.verify(black_box(&token), &audiences, now)).unwrap();
+        }));
+        jwt_same.push(ops_per_sec(1, sizes.cold, |_| {
+            black_box(jwt(black_box(&token))).unwrap();
+        }));
+        // Fresh tokens: a new verifier per round so every call misses the cache.
         let v = Verifier::new(VerifierConfig::google(), ring.key_set());
-        rounds_fresh = rounds_fresh.max(ops_per_sec(1, fresh.len(), |i| {
+        fresh_ours.push(ops_per_sec(1, fresh.len(), |i| {
             black_box(v.verify(black_box(&fresh[i]), &audiences, now)).unwrap();
         }));
+        jwt_fresh.push(ops_per_sec(1, fresh.len(), |i| {
+            black_box(jwt(black_box(&fresh[i]))).unwrap();
+        }));
     }
-    let jwt_fresh = ops_per_sec(sizes.rounds, fresh.len(), |i| {
-        black_box(jwt(black_box(&fresh[i]))).unwrap();
-    });
+    let [cold, raw, jwt_cold, cached, jwt_same, rounds_fresh, jwt_fresh] = samples.map(median);
 
-    println!("token: {} bytes, RSA-2048, RS256, one thread{}", token.len(), if full { "" } else { " (quick run)" });
+    println!(
+        "token: {} bytes, RSA-2048, RS256, one thread, median of {} interleaved rounds{}",
+        token.len(),
+        sizes.rounds,
+        if full { "" } else { " (quick run)" }
+    );
     println!("{:<40} {:>14} {:>16} {:>12}", "case", "moat verif/s", "jsonwebtoken/s", "moat/jwt");
     for (name, ours, theirs) in [
         ("(a) cold, same token, cache bypassed", cold, jwt_cold),
