@@ -25,7 +25,8 @@
 # target/release/moat if it exists, else `cargo build --release -p moat`), RESULTS (where the
 # JSON results and report.md go; default /tmp/moat-waf-results), KEEP=1 (keep the temp dir),
 # DURATION (8s), CONNS (64), THREADS (2), ROUNDS (3), NGINX_WORKERS (auto, throughput only),
-# BASE_PORT (18400: ports BASE_PORT..BASE_PORT+29 are used), MOAT_POLICY (a policy JSON used
+# BASE_PORT (18400: ports BASE_PORT..BASE_PORT+29 are used), MOAT_BIN_B (throughput: a second moat
+# binary measured in the same run as target `moat-b`, to compare two builds), MOAT_POLICY (a policy JSON used
 # instead of the generated ones: to dry-run the moat plumbing with a moat that has no WAF yet),
 # MOAT_CRS_SETS (e.g. sqli,xss: the crs profile's policy names only these sets, for a moat that
 # supports only some; the other families then fail for moat).
@@ -61,6 +62,7 @@ MOAT_CRS_PORT=$((BASE_PORT + 20))
 MOAT_DET1_PORT=$((BASE_PORT + 21))
 MOAT_DET2_PORT=$((BASE_PORT + 22))
 MOAT_BLOCK_PORT=$((BASE_PORT + 23))
+MOAT_B_PORT=$((BASE_PORT + 24))
 
 CRS_RULES=/usr/share/modsecurity-crs/rules
 
@@ -274,8 +276,8 @@ start_nginx_scoring() {
 }
 
 # moat: one project per profile (crs, detect-1, detect-2, block-2); returns 1 if it does not start.
-start_moat() { # PROFILE PORT
-    local profile=$1 port=$2 dir=$TMP/moat-$1
+start_moat() { # PROFILE PORT [BINARY NAME]: NAME (default PROFILE) names its directory
+    local profile=$1 port=$2 bin=${3:-$MOAT} dir=$TMP/moat-${4:-$1}
     mkdir -p "$dir/project/services" "$dir/project/armor"
     fill "$HERE/moat/moat.yaml.in" "PORT=$port" "UPSTREAM_PORT=$UPSTREAM_PORT" >"$dir/project/moat.yaml"
     cp "$HERE/moat/services/app.yaml" "$dir/project/services/"
@@ -284,7 +286,7 @@ start_moat() { # PROFILE PORT
     else
         "${FTW[@]}" policy "$profile" >"$dir/project/armor/waf.json"
     fi
-    "$MOAT" serve "$dir/project" --state "$dir/state" >"$dir/moat.out" 2>"$dir/moat.err" &
+    "$bin" serve "$dir/project" --state "$dir/state" >"$dir/moat.out" 2>"$dir/moat.err" &
     local pid=$!
     PIDS+=("$pid")
     if ! wait_port "$port" "$pid" 60; then
@@ -401,6 +403,16 @@ if has_step throughput; then
             TARGETS+=(moat)
         else
             MOAT_PROBLEMS+=("throughput: moat did not start: $MOAT_ERR")
+        fi
+        # A second moat binary in the same run (A/B of a change): target `moat-b`.
+        if [[ -n ${MOAT_BIN_B:-} ]]; then
+            log "starting moat-b ($MOAT_BIN_B, same policy) on $MOAT_B_PORT"
+            if start_moat block-2 "$MOAT_B_PORT" "$MOAT_BIN_B" block-2-b; then
+                TPORT[moat-b]=$MOAT_B_PORT
+                TARGETS+=(moat-b)
+            else
+                MOAT_PROBLEMS+=("throughput: moat-b did not start: $MOAT_ERR")
+            fi
         fi
     fi
     # Each target must do the same job: benign requests 2xx, attacks 403.

@@ -1,6 +1,12 @@
 //! The moat command line. Thin: parse arguments, call one subcommand, map its result to an
 //! exit status.
 
+/// mimalloc instead of glibc's malloc: the front door and the WAF allocate and free many small
+/// buffers per request on every worker thread; measured side by side in docs/BENCHMARKS.md
+/// ("Preconfigured WAF", throughput).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod check;
 mod exit;
 mod explain;

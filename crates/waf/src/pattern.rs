@@ -287,12 +287,17 @@ fn translate(pcre: &str) -> String {
     let mut chars = pcre.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         match c {
-            '\\' => {
-                out.push(c);
-                if let Some((_, next)) = chars.next() {
+            '\\' => match chars.next() {
+                // PCRE reads an escaped non-alphanumeric character as itself; `regex` reads
+                // `\<` and `\>` as word boundaries outside a class and refuses them inside one
+                // (921200's `[^:\(\)\&\|\!\<\>\~]`), so they are written as the characters.
+                Some((_, next @ ('<' | '>'))) => out.push(next),
+                Some((_, next)) => {
+                    out.push(c);
                     out.push(next);
                 }
-            }
+                None => out.push(c),
+            },
             '[' if !in_class => {
                 in_class = true;
                 out.push(c);
@@ -392,6 +397,16 @@ mod tests {
         assert!(hit(r"(?<=a)b", "ab"));
         assert!(!hit(r"(?<=a)b", "cb"));
         assert!(Pattern::compile(r"(unclosed").is_err());
+    }
+
+    #[test]
+    fn escaped_angle_brackets_are_literals_as_in_pcre() {
+        assert!(hit(r"a\<b", "a<b"));
+        assert!(!hit(r"\<b", "x b"), "not a word boundary");
+        assert!(hit(r"[\<\>]", ">"));
+        let p921200 = r"^[^:\(\)\&\|\!\<\>\~]*\)\s*(?:\((?:[^,\(\)\=\&\|\!\<\>\~]+[><~]?=|\s*[&!|]\s*(?:\)|\()?\s*)|\)\s*\(\s*[\&\|\!]\s*|[&!|]\s*\([^\(\)\=\&\|\!\<\>\~]+[><~]?=[^:\(\)\&\|\!\<\>\~]*)";
+        assert!(matches!(Pattern::compile(p921200), Ok(Pattern::Linear(_))), "921200 runs on the linear engine");
+        assert!(hit(p921200, "foo)(&(cn=x)"));
     }
 
     #[test]
