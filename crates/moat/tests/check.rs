@@ -33,14 +33,9 @@ fn all_rules() -> BTreeSet<String> {
 }
 
 /// The rules examples/insecure shows: all but the Cloud SQL rules (MOAT017–MOAT022, Terraform
-/// input only), MOAT025 (its policies have rate limits; see the Terraform fixtures) and MOAT029
-/// (a rollout caught half-way is not a mistake to copy; see
-/// `ingress_rollout_pending_is_reported_at_the_annotation`).
+/// input only) and MOAT025 (its policies have rate limits; see the Terraform fixtures).
 fn insecure_rules() -> BTreeSet<String> {
-    all_rules()
-        .into_iter()
-        .filter(|r| !("MOAT017"..="MOAT022").contains(&r.as_str()) && r != "MOAT025" && r != "MOAT029")
-        .collect()
+    all_rules().into_iter().filter(|r| !("MOAT017"..="MOAT022").contains(&r.as_str()) && r != "MOAT025").collect()
 }
 
 #[test]

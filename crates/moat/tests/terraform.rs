@@ -54,7 +54,9 @@ fn findings(path: &str) -> BTreeSet<(String, String, String)> {
 
 #[test]
 fn insecure_as_a_plan_finds_what_the_project_directory_finds() {
-    let dir = findings("examples/insecure");
+    // A plan holds the ingress asked for, not the one in force (`ingress-status`, set by the
+    // server): MOAT029, a rollout caught half-way in the export of `reports`, has no plan twin.
+    let dir: BTreeSet<_> = findings("examples/insecure").into_iter().filter(|(r, _, _)| r != "MOAT029").collect();
     let plan = findings(&fixture("insecure.plan.json"));
     assert_eq!(plan, dir);
     // Every rule a project directory can show fires, from the plan too (the Cloud SQL rules

@@ -3,9 +3,11 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::listeners::{listener_addr, read_until_ready};
@@ -47,6 +49,8 @@ fn nanos() -> u128 {
 pub struct Up {
     pub child: Child,
     pub stdout: Vec<String>,
+    /// Every stdout line so far, what came after `ready:` included.
+    pub printed: Arc<Mutex<Vec<String>>>,
     /// The `secrets` listener from the printed table.
     pub secrets: SocketAddr,
 }
@@ -54,11 +58,18 @@ pub struct Up {
 impl Up {
     /// Starts `moat up PROJECT` (stderr to `stderr`) and waits for its `ready:` line.
     pub fn start(project: &Path, stderr: &Path) -> Self {
+        Self::start_with(project, &[], &[], stderr)
+    }
+
+    /// [`Up::start`] with more arguments (`--state DIR`) and environment (`RUST_LOG`).
+    pub fn start_with(project: &Path, args: &[&OsStr], env: &[(&str, &str)], stderr: &Path) -> Self {
         let err = std::fs::File::create(stderr).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
             .arg("up")
             .arg(project)
+            .args(args)
             .env_remove("MOAT_MASTER_KEY")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
@@ -74,7 +85,7 @@ impl Up {
             );
         };
         let secrets = listener_addr(&stdout, "secrets");
-        Self { child, stdout, secrets }
+        Self { child, stdout, printed: printed.all, secrets }
     }
 
     /// SIGTERM, then wait (SIGKILL after 15 s); returns whether it exited with status 0.
