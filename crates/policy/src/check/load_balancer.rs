@@ -55,7 +55,8 @@ fn check_bypass(project: &Project) -> Vec<Finding> {
     let mut out = Vec::new();
     for (name, lbs) in behind {
         let Some(service) = project.service(name) else { continue };
-        if service.ingress.value != Ingress::All {
+        // The setting in force is what requests meet (a pending change is MOAT029's).
+        if service.ingress_in_force().value != Ingress::All {
             continue;
         }
         let mut doors = Vec::new();
@@ -86,6 +87,7 @@ fn check_bypass(project: &Project) -> Vec<Finding> {
                 if doors.len() == 1 { "es" } else { "" },
             ),
             format!("make the load balancer the only way in: `gcloud run services update {name} --ingress {target}`"),
+            // The annotation to change (the fix), even while another setting is still in force.
             &service.ingress.source,
         ));
     }

@@ -4,6 +4,11 @@
 //! The two rules split the cases so that one mistake gives one finding: MOAT010 takes anonymous
 //! access (an `allUsers` grant or the invoker check disabled) to an `internal` service, MOAT001
 //! everything else that is public. Ingress `none` admits nothing, so nothing is reported.
+//!
+//! Both judge what a request meets, as `explain` does: the ingress setting in force (a pending
+//! change is MOAT029's), and, for a service behind IAP (`iap-enabled`), IAP's access grants
+//! (`roles/iap.httpsResourceAccessor`): IAP refuses callers without one whatever the invoker
+//! setting, so there a public accessor grant is what makes the service public.
 
 use crate::check::{Finding, Rule, Severity};
 use crate::model::{Binding, Ingress, Member, MemberRef, Project, Service};
@@ -75,23 +80,38 @@ impl Cause<'_> {
                 service.name, member.member, binding.role
             ),
             Self::Grant { binding, member, on_project: true } => format!(
-                "remove the grant with `gcloud projects remove-iam-policy-binding {} --member={} --role={}` and grant `roles/run.invoker` on each service to the callers that need it",
-                project.id, member.member, binding.role
+                "remove the grant with `gcloud projects remove-iam-policy-binding {} --member={} --role={}` and grant `{}` on each service to the callers that need it",
+                project.id, member.member, binding.role, binding.role
             ),
         }
     }
 }
 
-/// Public invoker grants of the project policy: computed once, they apply to every service.
-pub(crate) fn project_public(project: &Project) -> Vec<Cause<'_>> {
-    public_grants(&project.iam.bindings, true).collect()
+/// Public grants of the project policy, computed once: invoker grants apply to every service,
+/// IAP access grants to every service behind IAP.
+pub(crate) struct ProjectPublic<'a> {
+    invoke: Vec<Cause<'a>>,
+    iap: Vec<Cause<'a>>,
 }
 
-fn public_grants(bindings: &[Binding], on_project: bool) -> impl Iterator<Item = Cause<'_>> {
+impl<'a> ProjectPublic<'a> {
+    pub(crate) fn for_service(&self, service: &Service) -> &[Cause<'a>] {
+        if service.iap_enabled.value { &self.iap } else { &self.invoke }
+    }
+}
+
+pub(crate) fn project_public(project: &Project) -> ProjectPublic<'_> {
+    ProjectPublic {
+        invoke: public_grants(&project.iam.bindings, true, Permission::RunRoutesInvoke).collect(),
+        iap: public_grants(&project.iam.bindings, true, Permission::IapAccess).collect(),
+    }
+}
+
+fn public_grants(bindings: &[Binding], on_project: bool, permission: Permission) -> impl Iterator<Item = Cause<'_>> {
     bindings
         .iter()
         // A conditional binding grants nothing in `authz`, so it is never counted as public.
-        .filter(|b| b.condition.is_none() && grants(&b.role, Permission::RunRoutesInvoke))
+        .filter(move |b| b.condition.is_none() && grants(&b.role, permission))
         .flat_map(move |b| {
             b.members.iter().filter(|m| m.member.is_public()).map(move |m| Cause::Grant {
                 binding: b,
@@ -105,8 +125,8 @@ fn check_public(project: &Project) -> Vec<Finding> {
     let shared = project_public(project);
     let mut out = Vec::new();
     for service in project.services.values() {
-        let ingress = service.ingress.value;
-        for cause in own_causes(service).iter().chain(shared.iter()) {
+        let ingress = service.ingress_in_force().value;
+        for cause in own_causes(service).iter().chain(shared.for_service(service)) {
             let (severity, reach) = match ingress {
                 Ingress::All => (
                     Severity::High,
@@ -150,8 +170,8 @@ fn check_public(project: &Project) -> Vec<Finding> {
 fn check_internal_anonymous(project: &Project) -> Vec<Finding> {
     let shared = project_public(project);
     let mut out = Vec::new();
-    for service in project.services.values().filter(|s| s.ingress.value == Ingress::Internal) {
-        for cause in own_causes(service).iter().chain(shared.iter()).filter(|c| c.anonymous()) {
+    for service in project.services.values().filter(|s| s.ingress_in_force().value == Ingress::Internal) {
+        for cause in own_causes(service).iter().chain(shared.for_service(service)).filter(|c| c.anonymous()) {
             out.push(MOAT010.finding(
                 Severity::Medium,
                 Some(&service.name),
@@ -168,9 +188,14 @@ fn check_internal_anonymous(project: &Project) -> Vec<Finding> {
 }
 
 pub(crate) fn own_causes(service: &Service) -> Vec<Cause<'_>> {
+    // Behind IAP, only IAP's access grants let callers in (the invoker check is asked of IAP's
+    // service agent, so neither disabling it nor a public invoker grant opens the service).
+    if service.iap_enabled.value {
+        return public_grants(&service.iam.bindings, false, Permission::IapAccess).collect();
+    }
     let disabled =
         service.invoker_iam_disabled.value.then_some(Cause::InvokerCheckDisabled(&service.invoker_iam_disabled.source));
-    disabled.into_iter().chain(public_grants(&service.iam.bindings, false)).collect()
+    disabled.into_iter().chain(public_grants(&service.iam.bindings, false, Permission::RunRoutesInvoke)).collect()
 }
 
 #[cfg(test)]
@@ -248,6 +273,65 @@ mod tests {
                 assert!(f.source.file.as_ref() == "services/s.json" || f.source.file.as_ref() == "iam/s.json");
             }
         }
+    }
+
+    #[test]
+    fn behind_iap_only_public_iap_access_makes_a_service_public() {
+        let iap = |disabled: bool| {
+            format!(
+                r#"{{"name": "s", "ingress": "INGRESS_TRAFFIC_ALL", "iapEnabled": true, "invokerIamDisabled": {disabled}, "template": {{"serviceAccount": "s@p.iam.gserviceaccount.com"}}}}"#
+            )
+        };
+        let accessor = "roles/iap.httpsResourceAccessor";
+        // (invoker check disabled, service binding, project moat.yaml iam, expected)
+        type Case<'a> = (bool, Option<(&'a str, &'a str)>, &'a str, &'a [(&'a str, Severity)]);
+        let cases: &[Case<'_>] = &[
+            // IAP refuses callers without access whatever the invoker setting (explain: layer iap).
+            (true, None, "", &[]),
+            (false, Some(("roles/run.invoker", "allUsers")), "", &[]),
+            (true, Some((accessor, "allUsers")), "", &[("MOAT001", Severity::High)]),
+            (false, Some((accessor, "allAuthenticatedUsers")), "", &[("MOAT001", Severity::High)]),
+            (
+                false,
+                None,
+                "iam:\n  bindings:\n    - role: roles/iap.httpsResourceAccessor\n      members:\n        - allUsers\n",
+                &[("MOAT001", Severity::High)],
+            ),
+            (
+                false,
+                None,
+                "iam:\n  bindings:\n    - role: roles/run.invoker\n      members:\n        - allUsers\n",
+                &[],
+            ),
+        ];
+        for (disabled, binding, moat, expected) in cases {
+            let svc = iap(*disabled);
+            let pol = binding.map(|(r, m)| policy(r, m, false));
+            let mut files = vec![("services/s.json", svc.as_str())];
+            if let Some(p) = &pol {
+                files.push(("iam/s.json", p.as_str()));
+            }
+            let p = project(moat, &files);
+            let mut found = check_public(&p);
+            found.extend(check_internal_anonymous(&p));
+            let got: Vec<(&str, Severity)> = found.iter().map(|f| (f.rule, f.severity)).collect();
+            assert_eq!(&got, expected, "disabled={disabled} {binding:?} {moat:?}");
+        }
+    }
+
+    #[test]
+    fn the_ingress_in_force_is_judged_not_the_desired_one() {
+        use crate::check::testing::v1;
+        // Desired `internal`, but `all` still in force: the internet reaches it (explain agrees).
+        let svc = v1(
+            "s",
+            "    run.googleapis.com/ingress: internal\n    run.googleapis.com/ingress-status: all\n    run.googleapis.com/invoker-iam-disabled: 'true'\n",
+            "",
+        );
+        let p = project("", &[("services/s.yaml", svc.as_str())]);
+        let found = check_public(&p);
+        assert_eq!(found.iter().map(|f| (f.rule, f.severity)).collect::<Vec<_>>(), [("MOAT001", Severity::High)]);
+        assert!(check_internal_anonymous(&p).is_empty());
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn check_public_without_edge(project: &Project) -> Vec<Finding> {
     let mut out = Vec::new();
     for service in project.services.values() {
         let own = own_causes(service);
-        let Some(cause) = own.first().or_else(|| shared.first()) else { continue };
+        let Some(cause) = own.first().or_else(|| shared.for_service(service).first()) else { continue };
         // Behind an external load balancer: with ingress `all` that is MOAT002's bypass, without
         // a policy MOAT011's.
         let behind_lb =
@@ -76,12 +76,13 @@ fn check_public_without_edge(project: &Project) -> Vec<Finding> {
             format!(
                 "{} and ingress `{}` admits the internet on its run.app URL, with no external load balancer in front: no Cloud Armor policy filters or rate-limits what reaches it",
                 cause.describe(service, project),
-                service.ingress.value
+                service.ingress_in_force().value
             ),
             format!(
                 "route `{name}` through an external Application Load Balancer with a Cloud Armor policy (Terraform: a serverless NEG, a `google_compute_backend_service` with `security_policy`, and `ingress = \"INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER\"`; moat.yaml: `load_balancers` with `security_policy`), then `gcloud run services update {name} --ingress internal-and-cloud-load-balancing`",
                 name = service.name
             ),
+            // The annotation to change (the fix), even while another setting is still in force.
             &service.ingress.source,
         ));
     }
