@@ -234,18 +234,12 @@ fn group_union(data: &Data<'_>, state: &mut State, group: &Group) -> Vec<bool> {
             let matches = if group.transforms.is_empty() {
                 cached_set(&mut state.set_cache, set_key, &group.set, &value.bytes)
             } else {
-                let key = slot * state.n_chains + group.chain as usize;
-                if (group.chain as usize) >= state.n_chains || key >= state.cache.len() {
+                let key = state.chain_key(slot, group.chain);
+                let Some(key) = fill(&mut state.cache, key, &group.transforms, &value.bytes) else {
                     all = true;
                     return;
-                }
-                if let Some(entry) = state.cache.get_mut(key)
-                    && entry.is_none()
-                {
-                    *entry = Some(apply_all(&value.bytes, &group.transforms));
-                }
-                let input = state.cache.get(key).and_then(Option::as_deref).unwrap_or_default();
-                cached_set(&mut state.set_cache, set_key, &group.set, input)
+                };
+                cached_set(&mut state.set_cache, set_key, &group.set, cached(&state.cache, key))
             };
             match matches {
                 Some(m) => {
@@ -272,11 +266,7 @@ fn cached_set<'c>(
     set: &regex::bytes::RegexSet,
     input: &[u8],
 ) -> Option<&'c regex::bytes::SetMatches> {
-    let entry = cache.get_mut(key)?;
-    if entry.is_none() {
-        *entry = Some(set.matches(input));
-    }
-    entry.as_ref()
+    Some(cache.get_mut(key)?.get_or_insert_with(|| set.matches(input)))
 }
 
 fn evaluate_link(data: &Data<'_>, state: &mut State, rule: &Rule, exclude: &dyn Fn(Var, &str) -> bool) -> bool {
@@ -368,36 +358,39 @@ impl State {
     fn transform_and_run(&mut self, data: &Data<'_>, value: &Value<'_>, rule: &Rule) -> Outcome {
         let run = |input: &[u8], state: &State| rule.operator.run(input, rule.capture, &View { data, state });
         let n_groups = self.n_groups;
+        // Whether the family's set, in one scan per value and group, says this rule's pattern
+        // can match `input` (out of the cache's range: no answer, the rule scans on its own).
+        let may_match = |set_cache: &mut [Option<regex::bytes::SetMatches>], slot: usize, input: &[u8]| {
+            rule.prefilter.as_ref().is_none_or(|pf| {
+                cached_set(set_cache, slot * n_groups + pf.group as usize, &pf.set, input)
+                    .is_none_or(|m| m.matched(pf.member))
+            })
+        };
         if rule.transforms.is_empty() {
-            if let (Some(slot), Some(pf)) = (value.identity, &rule.prefilter)
-                && !set_match(&mut self.set_cache, slot * n_groups + pf.group as usize, pf, &value.bytes)
+            if let Some(slot) = value.identity
+                && !may_match(&mut self.set_cache, slot, &value.bytes)
             {
                 return Outcome::No;
             }
             return run(&value.bytes, self);
         }
-        let cached = match (value.identity, rule.transform_id) {
-            (Some(slot), Some(chain)) if (chain as usize) < self.n_chains => {
-                Some((slot, slot * self.n_chains + chain as usize))
-            }
-            _ => None,
-        };
-        let Some((slot, key)) = cached.filter(|(_, key)| *key < self.cache.len()) else {
+        let (Some(slot), Some(chain)) = (value.identity, rule.transform_id) else {
             return run(&apply_all(&value.bytes, &rule.transforms), self);
         };
-        if let Some(entry) = self.cache.get_mut(key)
-            && entry.is_none()
-        {
-            *entry = Some(apply_all(&value.bytes, &rule.transforms));
-        }
-        let input = self.cache.get(key).and_then(Option::as_deref).unwrap_or_default();
-        // The family's set says in one scan whether this rule's pattern can match this value.
-        if let Some(pf) = &rule.prefilter
-            && !set_match(&mut self.set_cache, slot * n_groups + pf.group as usize, pf, input)
-        {
+        let key = self.chain_key(slot, chain);
+        let Some(key) = fill(&mut self.cache, key, &rule.transforms, &value.bytes) else {
+            return run(&apply_all(&value.bytes, &rule.transforms), self);
+        };
+        if !may_match(&mut self.set_cache, slot, cached(&self.cache, key)) {
             return Outcome::No;
         }
-        run(input, self)
+        run(cached(&self.cache, key), self)
+    }
+
+    /// The transformed-value cache's index for value `slot` under chain `chain` (`None` for a
+    /// chain the cache was not sized for).
+    fn chain_key(&self, slot: usize, chain: u32) -> Option<usize> {
+        ((chain as usize) < self.n_chains).then(|| slot * self.n_chains + chain as usize)
     }
 
     fn set_captures(&mut self, captures: Vec<Vec<u8>>) {
@@ -593,25 +586,18 @@ impl Lookup for View<'_, '_> {
     }
 }
 
-/// Whether member `pf.member` of the prefilter set matches the (transformed) value in cache
-/// slot `key`; the whole set is run once per value and group. Out of range: no prefilter answer,
-/// so the rule scans on its own.
-fn set_match(
-    cache: &mut [Option<regex::bytes::SetMatches>],
-    key: usize,
-    pf: &crate::rule::Prefilter,
-    input: &[u8],
-) -> bool {
-    let Some(entry) = cache.get_mut(key) else { return true };
-    match entry {
-        Some(m) => m.matched(pf.member),
-        None => {
-            let m = pf.set.matches(input);
-            let hit = m.matched(pf.member);
-            *entry = Some(m);
-            hit
-        }
-    }
+/// Fills the per-request cache entry `key` with the value transformed by `transforms` unless it
+/// is there already, and returns the key (`None` when there is no such entry: the caller
+/// transforms the value uncached). Read the value with [`cached`].
+fn fill(cache: &mut [Option<Vec<u8>>], key: Option<usize>, transforms: &[Transform], bytes: &[u8]) -> Option<usize> {
+    let key = key?;
+    cache.get_mut(key)?.get_or_insert_with(|| apply_all(bytes, transforms));
+    Some(key)
+}
+
+/// A filled entry of the transformed-value cache.
+fn cached(cache: &[Option<Vec<u8>>], key: usize) -> &[u8] {
+    cache.get(key).and_then(Option::as_deref).unwrap_or_default()
 }
 
 fn apply_all(input: &[u8], transforms: &[Transform]) -> Vec<u8> {
