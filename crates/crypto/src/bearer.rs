@@ -57,7 +57,10 @@ pub fn select_credential<'a>(
         return Ok(None);
     }
     let token = rest.trim_start_matches([' ', '\t']);
-    if token.is_empty() || token.contains(|c: char| c.is_ascii_whitespace() || c.is_ascii_control()) {
+    // Bytes, not chars: every ASCII whitespace or control byte is at most 0x20 or 0x7F (and no
+    // byte of a multi-byte character is), and a byte scan over a ~1 KB token is several times
+    // faster; it runs on every request.
+    if token.is_empty() || token.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(HeaderError::Malformed(name));
     }
     Ok(Some((name, Credential::Bearer(token))))
@@ -81,6 +84,16 @@ mod tests {
     use super::*;
 
     type Want = Result<Option<(&'static str, &'static str)>, HeaderError>;
+
+    /// The byte scan refuses exactly the characters the char-wise rule it replaced did.
+    #[test]
+    fn token_character_rule_is_the_char_rule() {
+        for c in (0u8..=0x7f).map(char::from).chain(['é', '€', '\u{85}', '\u{a0}']) {
+            let header = format!("Bearer a{c}b");
+            let refused = matches!(select_credential(&[], &[&header]), Err(HeaderError::Malformed(_)));
+            assert_eq!(refused, c.is_ascii_whitespace() || c.is_ascii_control(), "{:?}", c);
+        }
+    }
 
     /// J26 (library part). The gateway test (later issue) adds: the container receives the
     /// untouched `Authorization` header when `X-Serverless-Authorization` was verified, and the

@@ -20,6 +20,7 @@ pub use rate_redis::{RedisKeys, RedisRateState};
 mod record;
 mod refusal;
 mod route;
+mod threads;
 mod upstream;
 mod waf;
 
@@ -33,7 +34,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::Uri;
 use moat_crypto::Verifier;
 use moat_policy::{Origin, Project};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -338,7 +339,28 @@ impl FrontDoor {
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        conns.spawn(conn::connection(Arc::clone(&self.inner), stream, peer, Arc::clone(&origin)));
+                        let (inner, origin) = (Arc::clone(&self.inner), Arc::clone(&origin));
+                        // Each connection runs on one of the door's threads (see `threads`).
+                        match threads::next() {
+                            Some(thread) => match stream.into_std() {
+                                Ok(stream) => {
+                                    conns.spawn_on(
+                                        async move {
+                                            // Registers the socket with that thread's runtime.
+                                            if let Ok(stream) = TcpStream::from_std(stream) {
+                                                conn::connection(inner, stream, peer, origin).await;
+                                            }
+                                        },
+                                        thread,
+                                    );
+                                }
+                                // Could not be taken off this runtime's reactor: closed.
+                                Err(e) => tracing::warn!("front door: connection dropped: {e}"),
+                            },
+                            None => {
+                                conns.spawn(conn::connection(inner, stream, peer, origin));
+                            }
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
