@@ -243,7 +243,7 @@ fn get_json(addr: SocketAddr, path: &str) -> Value {
 
 #[test]
 fn env_secrets_keep_their_start_value_while_volume_files_follow_the_store() {
-    let up = start();
+    let mut up = start();
     let env = up.env("reader");
     assert_eq!(env["LATEST_VALUE"], ENV_LATEST_V1);
     assert_eq!(env["PINNED_VALUE"], ENV_PINNED_V1);
@@ -304,8 +304,16 @@ fn env_secrets_keep_their_start_value_while_volume_files_follow_the_store() {
     assert_ne!(new_root, root);
     up.file_becomes("reader", "secrets/current", Ok("rotated-vol-v3-5be0a4"));
     up.file_becomes("reader", "secrets/first", Err("No such file or directory"));
-    drop(up);
+    // A graceful stop leaves nothing on the tmpfs: the instance's mounts, then the directory
+    // `STATE/instances` linked to, and the link.
+    let tmpfs_dir = std::fs::read_link(up.state.join("instances")).ok();
+    up.stop();
     assert!(!new_root.exists());
+    if let Some(dir) = tmpfs_dir {
+        assert!(!dir.exists(), "{} outlived moat", dir.display());
+        assert!(std::fs::symlink_metadata(up.state.join("instances")).is_err(), "the link outlived moat");
+    }
+    drop(up);
 }
 
 #[test]

@@ -419,6 +419,23 @@ pub(crate) fn instances_dir(state_dir: &Path) -> PathBuf {
     link
 }
 
+/// After the last instance stopped: removes the tmpfs directory `STATE/instances` links to,
+/// and the link, when nothing but the (empty) per-service directories is left in it, so that a
+/// finished run leaves nothing in `/dev/shm`. Only empty directories are removed: anything an
+/// instance still holds stays, and so does a `STATE/instances` that is a plain directory.
+pub(crate) fn release_instances_dir(state_dir: &Path) {
+    let link = state_dir.join("instances");
+    let Ok(target) = std::fs::read_link(&link) else { return };
+    if let Ok(entries) = std::fs::read_dir(&target) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    if std::fs::remove_dir(&target).is_ok() {
+        let _ = std::fs::remove_file(&link);
+    }
+}
+
 fn link_to_tmpfs(link: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt as _;
     let me = std::fs::metadata("/proc/self").map(|m| m.uid()).map_err(|e| format!("cannot read /proc/self: {e}"))?;
@@ -685,7 +702,14 @@ mod tests {
         let again = std::fs::read_link(instances_dir(&state)).unwrap();
         assert_ne!(again, target);
         assert!(again.is_dir());
-        std::fs::remove_dir_all(&again).unwrap();
+        // Released at shutdown only once nothing but empty service directories is left.
+        private_dir(&link.join("svc/2")).unwrap();
+        release_instances_dir(&state);
+        assert!(again.join("svc/2").is_dir(), "an instance's directory is never removed");
+        std::fs::remove_dir(again.join("svc/2")).unwrap();
+        release_instances_dir(&state);
+        assert!(!again.exists(), "the tmpfs directory is removed");
+        assert!(std::fs::symlink_metadata(&link).is_err(), "and so is the link");
         std::fs::remove_dir_all(&state).unwrap();
     }
 

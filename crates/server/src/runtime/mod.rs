@@ -169,6 +169,8 @@ pub struct Runtime {
     project_dir: PathBuf,
     /// Where the CRS rules are read from when a reload brings the first WAF rule.
     crs_dir: PathBuf,
+    /// moat's state directory (`STATE/instances` is released at shutdown).
+    state_dir: PathBuf,
 }
 
 /// Resolves once `stop` is set (or can no longer be).
@@ -376,6 +378,7 @@ impl Runtime {
             secrets: config.secrets,
             project_dir: config.project_dir,
             crs_dir: config.crs_dir,
+            state_dir: config.state_dir,
         })
     }
 
@@ -473,6 +476,10 @@ impl Runtime {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.supervisors.join_next().await.is_some() {}
+        // Every instance has stopped and removed its secret mounts.
+        if self.workloads {
+            inject::release_instances_dir(&self.state_dir);
+        }
         self.door.shutdown();
         self.egress.shutdown();
         let drain = async { while self.servers.join_next().await.is_some() {} };
