@@ -67,17 +67,22 @@ async fn start() -> Setup {
         "project:\n  id: fid-proj\n  number: \"100000000001\"\n  region: us-central1\ntrust:\n  issuers:\n    - issuer: {IDP}\n      jwks_file: {}\n      email_domains: [example.com]\n",
         path.display()
     );
+    let project = project_with(&moat);
+    let h = Harness::start(project, &[Origin::Internet]).await;
+    Setup { h, idp, _jwks: TempFile(path) }
+}
+
+/// The test project with this moat.yaml.
+fn project_with(moat: &str) -> moat_policy::Project {
     let alice_iam = r#"{"bindings":[{"role":"roles/run.invoker","members":["principal://idp.example/realms/acme/subject/alice-123"]}]}"#;
     let dev_iam = r#"{"bindings":[{"role":"roles/run.invoker","members":["user:dev@example.com"]}]}"#;
-    let project = inline_project(&[
-        ("moat.yaml", &moat),
+    inline_project(&[
+        ("moat.yaml", moat),
         ("services/alice.json", &service("alice")),
         ("services/dev.json", &service("dev")),
         ("iam/alice.json", alice_iam),
         ("iam/dev.json", dev_iam),
-    ]);
-    let h = Harness::start(project, &[Origin::Internet]).await;
-    Setup { h, idp, _jwks: TempFile(path) }
+    ])
 }
 
 fn idp_token(idp: &KeyRing, iss: &str, aud: &str, sub: &str, email: Option<(&str, bool)>) -> String {
@@ -131,4 +136,41 @@ async fn a_configured_issuer_reaches_a_service_by_its_scoped_principal_or_its_em
     // moat's own tokens still verify next to the configured issuer.
     let own = h.token("user:dev@example.com", &url("dev"));
     assert_eq!(call(&h, "dev", &own).await.0, 200);
+}
+
+/// A reload that takes the issuer out of `trust:` stops trusting it at the swap, and one that
+/// puts it back trusts it again; a reload that leaves `trust:` alone keeps it.
+#[tokio::test]
+async fn a_reload_changes_whom_the_door_trusts() {
+    let Setup { h, idp, _jwks } = start().await;
+    let alice = idp_token(&idp, IDP, &url("alice"), "alice-123", None);
+    assert_eq!(call(&h, "alice", &alice).await.0, 200);
+
+    let with_trust = h.door.project();
+    h.door.replace_project(std::sync::Arc::new(project_with(&format!(
+        "# a comment moves every line\n{}",
+        moat_yaml_of(&with_trust)
+    ))));
+    assert_eq!(call(&h, "alice", &alice).await.0, 200, "trust unchanged");
+
+    h.door.replace_project(std::sync::Arc::new(project_with(
+        "project:\n  id: fid-proj\n  number: \"100000000001\"\n  region: us-central1\n",
+    )));
+    let (status, codes) = call(&h, "alice", &alice).await;
+    // Only moat's own keys now: the IdP's key is unknown to them.
+    assert_eq!((status, codes.last().copied()), (401, Some("token.unknown_key")), "{codes:?}");
+
+    h.door.replace_project(with_trust);
+    assert_eq!(call(&h, "alice", &alice).await.0, 200, "trusted again");
+}
+
+/// The moat.yaml `start` wrote, rebuilt from the project's trusted issuer.
+fn moat_yaml_of(project: &moat_policy::Project) -> String {
+    let issuer = &project.trusted_issuers[0];
+    let moat_policy::model::trust::JwksLocation::File(path) = &issuer.keys else { panic!("a jwks_file issuer") };
+    format!(
+        "project:\n  id: fid-proj\n  number: \"100000000001\"\n  region: us-central1\ntrust:\n  issuers:\n    - issuer: {}\n      jwks_file: {}\n      email_domains: [example.com]\n",
+        issuer.issuer,
+        path.display()
+    )
 }

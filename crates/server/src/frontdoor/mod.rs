@@ -117,10 +117,13 @@ struct Snapshot {
     /// Per service: the audiences a token may carry, each with and without one trailing `/`
     /// (the verifier matches exactly; Cloud Run ignores one trailing slash).
     audiences: HashMap<String, Vec<String>>,
+    /// moat's own keys and the issuers of this project's `trust:`: a reload that changes the
+    /// list changes whom the door trusts (an issuer taken out is refused from the swap on).
+    verifier: Arc<crate::trust::DoorVerifier>,
 }
 
 impl Snapshot {
-    fn new(project: Arc<Project>) -> Self {
+    fn new(project: Arc<Project>, verifier: Arc<crate::trust::DoorVerifier>) -> Self {
         let routes = route::Routes::new(&project);
         let audiences = project
             .services
@@ -138,14 +141,14 @@ impl Snapshot {
                 (s.name.clone(), auds)
             })
             .collect();
-        Self { project, routes, audiences }
+        Self { project, routes, audiences, verifier }
     }
 }
 
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
-    /// moat's own keys and the issuers of `trust:` (read once, at build).
-    verifier: crate::trust::DoorVerifier,
+    /// moat's own keys, which every snapshot's verifier trusts.
+    own_keys: Arc<Verifier>,
     upstreams: Arc<dyn Upstreams>,
     clock: Clock,
     sink: Arc<dyn DecisionSink>,
@@ -234,8 +237,14 @@ impl FrontDoorBuilder {
         h.write_u64(std::process::id().into());
         FrontDoor {
             inner: Arc::new(Inner {
-                verifier: crate::trust::DoorVerifier::new(self.verifier, &self.project.trusted_issuers),
-                snapshot: ArcSwap::from_pointee(Snapshot::new(self.project)),
+                snapshot: ArcSwap::from_pointee(Snapshot::new(
+                    Arc::clone(&self.project),
+                    Arc::new(crate::trust::DoorVerifier::new(
+                        Arc::clone(&self.verifier),
+                        &self.project.trusted_issuers,
+                    )),
+                )),
+                own_keys: self.verifier,
                 upstreams: self.upstreams,
                 clock: self.clock,
                 sink: self.sink,
@@ -311,8 +320,15 @@ impl FrontDoor {
     }
 
     /// Swaps in a new project snapshot. Requests already past routing finish on the old one.
+    /// The trusted issuers' keys are kept (and their refreshes go on) unless `trust:` changed.
     pub fn replace_project(&self, project: Arc<Project>) {
-        self.inner.snapshot.store(Arc::new(Snapshot::new(project)));
+        let old = self.inner.snapshot.load();
+        let verifier = if same_trust(&old.project.trusted_issuers, &project.trusted_issuers) {
+            Arc::clone(&old.verifier)
+        } else {
+            Arc::new(crate::trust::DoorVerifier::new(Arc::clone(&self.inner.own_keys), &project.trusted_issuers))
+        };
+        self.inner.snapshot.store(Arc::new(Snapshot::new(project, verifier)));
     }
 
     /// Stops every [`FrontDoor::serve`]: no new connections; requests in flight finish (each
@@ -386,6 +402,18 @@ impl FrontDoor {
             Err(e) => Err(FrontDoorError::UnknownOrigin { origin: origin.to_string(), reason: e.to_string() }),
         }
     }
+}
+
+/// The same issuers with the same keys, domains and algorithms (where in moat.yaml they are
+/// written does not matter: moving a line keeps the keys already fetched).
+fn same_trust(a: &[moat_policy::model::trust::TrustedIssuer], b: &[moat_policy::model::trust::TrustedIssuer]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.issuer == y.issuer
+                && x.keys == y.keys
+                && x.email_domains == y.email_domains
+                && x.algorithms == y.algorithms
+        })
 }
 
 /// Resolves once the door is shut down (or can no longer be told to).

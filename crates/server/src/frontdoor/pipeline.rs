@@ -18,7 +18,6 @@ use moat_policy::{
     Decision, Effect, Entry, Origin, Principal, Project, Reason, TokenFacts, authn, authz, iap, ingress, network, path,
 };
 
-use super::Inner;
 use super::body::Body;
 use super::edge;
 use super::forward::{Admitted, Failed, InvokerCheckDisabled, Upstream, Verified, forward};
@@ -28,6 +27,7 @@ use super::refusal::respond;
 use super::route::{Unrouted, normalise_host};
 use super::upstream::Conns;
 use super::waf;
+use super::{Inner, Snapshot};
 
 /// A network-layer refusal: the door does not exist for this caller, so there is no HTTP
 /// response at all. Returning it as the service's error makes hyper close the connection
@@ -149,7 +149,7 @@ pub(super) async fn handle(
     // Signature, issuer, lifetime and audience: a token that fails any of them is a 401.
     let verified = match credential {
         None => None,
-        Some((header, token)) => match verify(door, &snap.audiences, service, &token).await {
+        Some((header, token)) => match verify(door, &snap, service, &token).await {
             Ok(claims) => Some((header, token, claims)),
             Err(d) => return t.deny(d, reasons, &path),
         },
@@ -253,14 +253,9 @@ fn header_refusal(e: &HeaderError) -> Decision {
     Decision::deny(Layer::Authentication, Some(401), vec![Reason::new(code, e.to_string(), None)])
 }
 
-async fn verify(
-    door: &Inner,
-    audiences: &std::collections::HashMap<String, Vec<String>>,
-    service: &Service,
-    token: &str,
-) -> Result<VerifiedClaims, Decision> {
-    let accepted = audiences.get(&service.name).map_or(&[][..], Vec::as_slice);
-    door.verifier.verify(token, accepted, (door.clock)()).await.map_err(|e| {
+async fn verify(door: &Inner, snap: &Snapshot, service: &Service, token: &str) -> Result<VerifiedClaims, Decision> {
+    let accepted = snap.audiences.get(&service.name).map_or(&[][..], Vec::as_slice);
+    snap.verifier.verify(token, accepted, (door.clock)()).await.map_err(|e| {
         let source = (e == moat_crypto::VerifyError::Audience).then_some(&service.custom_audiences.source);
         Decision::deny(Layer::Authentication, Some(401), vec![Reason::new(e.code(), e.to_string(), source)])
     })
