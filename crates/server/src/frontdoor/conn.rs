@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::body::Body;
+use super::lenient::{Fed, RequestLine};
 use super::{Inner, Limits, pipeline, stopped, upstream};
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
@@ -77,7 +78,7 @@ pub(super) async fn connection(inner: Arc<Inner>, stream: TcpStream, peer: Socke
     match (protocol, driver) {
         (Protocol::Http1, Some(mut driver)) => {
             // Reads tell the clock when the next head starts.
-            let io = Io { stream, prefix, activity: Some(Arc::clone(&activity)) };
+            let io = Io::http1(stream, prefix, Arc::clone(&activity));
             let conn = http1::Builder::new()
                 // Timed by `Activity`: hyper's would also cut idle keep-alive connections.
                 .header_read_timeout(None)
@@ -86,7 +87,7 @@ pub(super) async fn connection(inner: Arc<Inner>, stream: TcpStream, peer: Socke
             driver.run(serve(conn, |c| c.graceful_shutdown(), &activity, &mut stop)).await;
         }
         _ => {
-            let io = Io { stream, prefix, activity: None };
+            let io = Io::http2(stream, prefix);
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
@@ -292,16 +293,17 @@ impl Activity {
         }
     }
 
-    /// Bytes arrived. On an idle HTTP/1 connection they are the start of the next head.
-    fn read(&self) {
+    /// Bytes arrived. On an idle HTTP/1 connection they are the start of the next head: `true`.
+    fn read(&self) -> bool {
         if !self.awaiting_head.load(Ordering::Relaxed) || !self.awaiting_head.swap(false, Ordering::Relaxed) {
-            return;
+            return false;
         }
         let mut clock = self.clock();
         if let Phase::Idle(_) = clock.phase {
             clock.phase = Phase::Head(Instant::now());
             self.moved(clock);
         }
+        true
     }
 }
 
@@ -340,34 +342,87 @@ impl hyper::body::Body for Tracked {
 }
 
 /// The client's stream with the bytes the sniff read put back in front, telling the
-/// connection's [`Activity`] (HTTP/1) when bytes arrive.
+/// connection's [`Activity`] (HTTP/1) when bytes arrive, and, for HTTP/1, with the request line
+/// of each head hyper reads made acceptable to it ([`RequestLine`]).
 #[derive(Debug)]
-struct Io {
-    stream: TcpStream,
+struct Io<S = TcpStream> {
+    stream: S,
+    /// Read before the protocol was known: they go through the rewriter as the stream's do.
     prefix: Bytes,
+    /// Rewritten bytes that did not fit in the last read's buffer: handed on first.
+    pending: Bytes,
     activity: Option<Arc<Activity>>,
+    /// HTTP/1 only: HTTP/2 heads are binary frames.
+    line: Option<RequestLine>,
 }
 
-impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() && buf.remaining() > 0 {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && let Some(activity) = &this.activity
-        {
-            activity.read();
-        }
-        polled
+impl<S> Io<S> {
+    fn http1(stream: S, prefix: Bytes, activity: Arc<Activity>) -> Self {
+        Self { stream, prefix, pending: Bytes::new(), activity: Some(activity), line: Some(RequestLine::new()) }
+    }
+
+    fn http2(stream: S, prefix: Bytes) -> Self {
+        Self { stream, prefix, pending: Bytes::new(), activity: None, line: None }
     }
 }
 
-impl AsyncWrite for Io {
+/// Hands on as much of `bytes` as fits in `buf`; the rest is returned.
+fn put(buf: &mut ReadBuf<'_>, mut bytes: Bytes) -> Bytes {
+    let n = bytes.len().min(buf.remaining());
+    buf.put_slice(&bytes.split_to(n));
+    bytes
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Io<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if !this.pending.is_empty() {
+            this.pending = put(buf, std::mem::take(&mut this.pending));
+            return Poll::Ready(Ok(()));
+        }
+        // Until some bytes can be handed on: a request line being rewritten is held back
+        // until its end.
+        loop {
+            let before = buf.filled().len();
+            if !this.prefix.is_empty() {
+                let n = this.prefix.len().min(buf.remaining());
+                buf.put_slice(&this.prefix.split_to(n));
+            } else {
+                match Pin::new(&mut this.stream).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other,
+                }
+                if buf.filled().len() == before {
+                    // The end of the stream: bytes held back go on as sent.
+                    if let Some(line) = &mut this.line {
+                        this.pending = put(buf, Bytes::from(line.end()));
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                if let Some(activity) = &this.activity
+                    && activity.read()
+                    && let Some(line) = &mut this.line
+                {
+                    line.arm();
+                }
+            }
+            let Some(line) = &mut this.line else { return Poll::Ready(Ok(())) };
+            let Fed::Rewritten { keep, then } = line.feed(buf.filled().get(before..).unwrap_or_default()) else {
+                return Poll::Ready(Ok(()));
+            };
+            buf.set_filled(before.saturating_add(keep));
+            this.pending = put(buf, Bytes::from(then));
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Io<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
@@ -390,5 +445,101 @@ impl AsyncWrite for Io {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+    use tokio::io::{AsyncWriteExt as _, DuplexStream};
+
+    use super::*;
+
+    /// Reads `io` to its end in reads of at most `size` bytes.
+    async fn drain(io: &mut Io<DuplexStream>, size: usize) -> String {
+        let mut out = Vec::new();
+        let mut buf = vec![0; size];
+        loop {
+            let n = io.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return String::from_utf8(out).unwrap();
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn http1(stream: DuplexStream, prefix: &str) -> (Io<DuplexStream>, Arc<Activity>) {
+        let activity = Arc::new(Activity::new(Limits::default()));
+        (Io::http1(stream, Bytes::from(prefix.to_owned()), Arc::clone(&activity)), activity)
+    }
+
+    #[tokio::test]
+    async fn rewritten_lines_grow_past_the_read_buffer() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (mut io, _activity) = http1(server, "GET /?q=");
+        let attack = "<>".repeat(50);
+        client.write_all(format!("{attack} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        drop(client);
+        let want = format!("GET /?q={} HTTP/1.1\r\nHost: x\r\n\r\n", "%3C%3E".repeat(50));
+        // Reads of 7 bytes: the 300 encoded bytes come out over many reads, none lost.
+        assert_eq!(drain(&mut io, 7).await, want);
+    }
+
+    #[tokio::test]
+    async fn a_line_sent_byte_by_byte_is_rewritten_whole() {
+        let (mut client, server) = tokio::io::duplex(16);
+        let (mut io, _activity) = http1(server, "");
+        let sent = "GET /a?x=<script>\"1\" HTTP/1.1\r\nHost: x\r\n\r\n";
+        let writer = tokio::spawn(async move {
+            for b in sent.bytes() {
+                client.write_all(&[b]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let out = drain(&mut io, 4096).await;
+        writer.await.unwrap();
+        assert_eq!(out, "GET /a?x=%3Cscript%3E%221%22 HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn each_keep_alive_head_is_rewritten_and_pipelined_ones_are_not() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (mut io, activity) = http1(server, "");
+        let mut buf = vec![0; 4096];
+        // The first head, with a pipelined second one in the same bytes: only the first is
+        // at a head's start.
+        client.write_all(b"GET /<1> HTTP/1.1\r\n\r\nGET /<2> HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /%3C1%3E HTTP/1.1\r\n\r\nGET /<2> HTTP/1.1\r\n\r\n");
+        // The response is sent: the next bytes start the next head.
+        drop(activity.start());
+        client.write_all(b"GET /<3> HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /%3C3%3E HTTP/1.1\r\n\r\n");
+        // While a request is in flight, bytes are body or a pipelined head: untouched.
+        let _busy = activity.start();
+        client.write_all(b"GET /<4> HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /<4> HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn http2_connections_are_not_rewritten() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let mut io = Io::http2(server, Bytes::from_static(PREFACE));
+        client.write_all(b"GET /<x> HTTP/1.1\r\n\r\n").await.unwrap();
+        drop(client);
+        let out = drain(&mut io, 4096).await;
+        assert_eq!(out.as_bytes(), [PREFACE, b"GET /<x> HTTP/1.1\r\n\r\n"].concat());
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_short_goes_on_as_sent() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (mut io, _activity) = http1(server, "");
+        client.write_all(b"GET /<x").await.unwrap();
+        drop(client);
+        assert_eq!(drain(&mut io, 4096).await, "GET /<x");
     }
 }

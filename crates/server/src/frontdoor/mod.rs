@@ -11,6 +11,7 @@ mod body;
 mod conn;
 mod edge;
 mod forward;
+mod lenient;
 mod pipeline;
 mod rate;
 mod rate_redis;
