@@ -13,15 +13,19 @@
 #             `moat-lb-plain` without a security policy, `moat-lb-edge` with a 20-rule Cloud
 #             Armor policy (19 deny rules that do not match, CIDR and CEL alternating, then a
 #             throttle keyed on IP that every request conforms to) before the default rule
+#   moat-b-*    (MOAT_BIN_B) a second moat binary on the same project and keys, `pub` and `priv`:
+#             two builds compared in the same run
 # and measures each with wrk, interleaved (direct, nginx, moat-public, moat-private, repeat),
 # ROUNDS times at CONNS connections and ROUNDS times at HIGH_CONNS connections; prints the
-# medians, the ratios to nginx, and moat's memory (VmRSS peak sampled during the HIGH_CONNS
-# runs, and VmHWM).
+# medians, the ratios to nginx, each proxy's CPU time per request (user + system of its
+# processes over the run, divided by the requests wrk completed), and moat's memory (VmRSS peak
+# sampled during the HIGH_CONNS runs, and VmHWM).
 #
 # Installs nginx-light and wrk with apt-get when missing. Everything it starts is stopped on
 # exit. Overridable: DURATION, HIGH_DURATION, CONNS, HIGH_CONNS, THREADS, ROUNDS, LOGCOST, EDGE,
 # NGINX_WORKERS, UPSTREAM_PORT, PROXY_PORT, MOAT_PORT, MOAT_NOLOG_PORT, KEEP (keep the temp dir),
-# MOAT_BIN (measure this binary instead of building the working tree).
+# MOAT_BIN (measure this binary instead of building the working tree), MOAT_BIN_B and
+# MOAT_B_PORT (a second binary, measured as moat-b-public / moat-b-private).
 set -euo pipefail
 
 DURATION=${DURATION:-8s}
@@ -37,6 +41,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18101}
 PROXY_PORT=${PROXY_PORT:-18100}
 MOAT_PORT=${MOAT_PORT:-18180}
 MOAT_NOLOG_PORT=${MOAT_NOLOG_PORT:-18181}
+MOAT_B_PORT=${MOAT_B_PORT:-18182}
 KEEP=${KEEP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -272,6 +277,17 @@ if [[ $LOGCOST == 1 ]]; then
     wait_port "$MOAT_NOLOG_PORT"
 fi
 
+if [[ -n ${MOAT_BIN_B:-} ]]; then
+    # The second build: same project (on its own port) and the same keys, so the token is good.
+    write_project "$TMP/project-b" "$MOAT_B_PORT"
+    mkdir -p "$TMP/state-b"
+    cp -r "$STATE/keys" "$TMP/state-b/keys"
+    "$MOAT_BIN_B" serve "$TMP/project-b" --state "$TMP/state-b" >"$TMP/moat-b.out" 2>"$TMP/moat-b.err" &
+    B_PID=$!
+    PIDS+=("$B_PID")
+    wait_port "$MOAT_B_PORT"
+fi
+
 # --- sanity: every target answers 200, and the private one refuses without a token --------------
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 check() { # WANT DESCRIPTION CURL_ARGS...
@@ -285,6 +301,11 @@ check 200 nginx "http://127.0.0.1:$PROXY_PORT/"
 check 200 moat-public -H "Host: $PUB_HOST" "http://127.0.0.1:$MOAT_PORT/"
 check 403 "moat-private without a token" -H "Host: $PRIV_HOST" "http://127.0.0.1:$MOAT_PORT/"
 check 200 moat-private -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$MOAT_PORT/"
+if [[ -n ${MOAT_BIN_B:-} ]]; then
+    check 200 moat-b-public -H "Host: $PUB_HOST" "http://127.0.0.1:$MOAT_B_PORT/"
+    check 403 "moat-b-private without a token" -H "Host: $PRIV_HOST" "http://127.0.0.1:$MOAT_B_PORT/"
+    check 200 moat-b-private -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$MOAT_B_PORT/"
+fi
 if [[ $EDGE == 1 ]]; then
     check 200 moat-lb-plain -H "Host: $LB_PLAIN_HOST" "http://127.0.0.1:$MOAT_PORT/"
     check 200 moat-lb-edge -H "Host: $LB_EDGE_HOST" "http://127.0.0.1:$MOAT_PORT/"
@@ -294,6 +315,7 @@ fi
 # --- measuring ----------------------------------------------------------------------------------
 TARGETS=(direct nginx moat-public moat-private)
 if [[ $LOGCOST == 1 ]]; then TARGETS+=(moat-private-nolog); fi
+if [[ -n ${MOAT_BIN_B:-} ]]; then TARGETS+=(moat-b-public moat-b-private); fi
 if [[ $EDGE == 1 ]]; then TARGETS+=(moat-lb-plain moat-lb-edge); fi
 
 wrk_args() { # TARGET: the URL and headers for it
@@ -303,6 +325,7 @@ wrk_args() { # TARGET: the URL and headers for it
         moat-public) echo "http://127.0.0.1:$MOAT_PORT/" ;;
         moat-private) echo "http://127.0.0.1:$MOAT_PORT/" ;;
         moat-private-nolog) echo "http://127.0.0.1:$MOAT_NOLOG_PORT/" ;;
+        moat-b-public | moat-b-private) echo "http://127.0.0.1:$MOAT_B_PORT/" ;;
         moat-lb-plain | moat-lb-edge) echo "http://127.0.0.1:$MOAT_PORT/" ;;
     esac
 }
@@ -320,6 +343,15 @@ rss_of() { # PID FIELD → KiB
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 }
 
+cpu_ticks() { # PID...: user + system time of these processes (all their threads), clock ticks
+    local total=0 p
+    for p in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+TICKS=$(getconf CLK_TCK)
+
 nginx_rss() { # MASTER_PID: VmRSS of the master and its workers, KiB
     local total=0 p
     for p in "$1" $(pgrep -P "$1" || true); do
@@ -328,7 +360,7 @@ nginx_rss() { # MASTER_PID: VmRSS of the master and its workers, KiB
     echo "$total"
 }
 
-RESULTS=$TMP/results.tsv # conns target round rps p50 p99 rss_kib
+RESULTS=$TMP/results.tsv # conns target round rps p50 p99 rss_kib cpu_us_per_request
 : >"$RESULTS"
 
 run_wrk() { # CONNS DURATION TARGET ROUND
@@ -337,8 +369,8 @@ run_wrk() { # CONNS DURATION TARGET ROUND
     url=$(wrk_args "$target")
     local hdr=()
     case $target in
-        moat-public) hdr=(-H "Host: $PUB_HOST") ;;
-        moat-private | moat-private-nolog) hdr=(-H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN") ;;
+        moat-public | moat-b-public) hdr=(-H "Host: $PUB_HOST") ;;
+        moat-private | moat-private-nolog | moat-b-private) hdr=(-H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN") ;;
         moat-lb-plain) hdr=(-H "Host: $LB_PLAIN_HOST") ;;
         moat-lb-edge) hdr=(-H "Host: $LB_EDGE_HOST") ;;
     esac
@@ -346,8 +378,18 @@ run_wrk() { # CONNS DURATION TARGET ROUND
     case $target in
         moat-public | moat-private | moat-lb-plain | moat-lb-edge) watch_pid=$MOAT_PID ;;
         moat-private-nolog) watch_pid=${NOLOG_PID:-} ;;
+        moat-b-public | moat-b-private) watch_pid=${B_PID:-} ;;
         nginx) watch_pid=$proxy_PID ;;
     esac
+    # The proxy's processes, for its CPU time: nginx's master and workers, or moat.
+    local cpu_pids=()
+    if [[ $target == nginx ]]; then
+        cpu_pids=("$watch_pid" $(pgrep -P "$watch_pid" || true))
+    elif [[ -n $watch_pid ]]; then
+        cpu_pids=("$watch_pid")
+    fi
+    local ticks_before=0
+    if ((${#cpu_pids[@]})); then ticks_before=$(cpu_ticks "${cpu_pids[@]}"); fi
     # Peak RSS over the run, sampled every 200 ms.
     local peak_file=$TMP/peak-$conns-$target-$round
     echo 0 >"$peak_file"
@@ -363,6 +405,13 @@ run_wrk() { # CONNS DURATION TARGET ROUND
         sampler=$!
     fi
     wrk -t"$THREADS" -c"$conns" -d"$dur" --latency "${hdr[@]}" "$url" >"$out"
+    local cpu_us=""
+    if ((${#cpu_pids[@]})); then
+        local ticks=$(($(cpu_ticks "${cpu_pids[@]}") - ticks_before))
+        local requests
+        requests=$(awk '/requests in/ { print $1 }' "$out")
+        cpu_us=$(awk -v t="$ticks" -v hz="$TICKS" -v n="$requests" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n }')
+    fi
     if [[ -n $sampler ]]; then kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true; fi
     if grep -q 'Non-2xx' "$out"; then
         echo "wrk against $target got non-2xx responses:" >&2
@@ -377,9 +426,9 @@ run_wrk() { # CONNS DURATION TARGET ROUND
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$conns" "$target" "$round" "$rps" "$p50" "$p99" "$(cat "$peak_file")" >>"$RESULTS"
-    printf '  c=%-4s %-19s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' \
-        "$conns" "$target" "$round" "$rps" "$p50" "$p99" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$conns" "$target" "$round" "$rps" "$p50" "$p99" "$(cat "$peak_file")" "$cpu_us" >>"$RESULTS"
+    printf '  c=%-4s %-19s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %s µs/req\n' \
+        "$conns" "$target" "$round" "$rps" "$p50" "$p99" "${cpu_us:--}" >&2
 }
 
 # Warm-up: connections, the token cache, the upstream pools.
@@ -387,8 +436,8 @@ log "warm-up"
 for t in "${TARGETS[@]}"; do
     url=$(wrk_args "$t")
     case $t in
-        moat-public) wrk -t1 -c8 -d1s -H "Host: $PUB_HOST" "$url" >/dev/null ;;
-        moat-private | moat-private-nolog) wrk -t1 -c8 -d1s -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null ;;
+        moat-public | moat-b-public) wrk -t1 -c8 -d1s -H "Host: $PUB_HOST" "$url" >/dev/null ;;
+        moat-private | moat-private-nolog | moat-b-private) wrk -t1 -c8 -d1s -H "Host: $PRIV_HOST" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null ;;
         moat-lb-plain) wrk -t1 -c8 -d1s -H "Host: $LB_PLAIN_HOST" "$url" >/dev/null ;;
         moat-lb-edge) wrk -t1 -c8 -d1s -H "Host: $LB_EDGE_HOST" "$url" >/dev/null ;;
         *) wrk -t1 -c8 -d1s "$url" >/dev/null ;;
@@ -428,13 +477,14 @@ awk -F'\t' -v rounds="$ROUNDS" '
     {
         k = $1 SUBSEP $2
         rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6
+        if ($8 != "") cpu[k] = cpu[k] " " $8
         if ($7 + 0 > peak[k] + 0) peak[k] = $7
         if (!seen[k]++) order[++n] = k
         runs[k] = runs[k] (runs[k] == "" ? "" : " / ") sprintf("%.1fk", $4 / 1000)
     }
     END {
-        printf "| conns | target | req/s (median) | runs | p50 ms | p99 ms | req/s ÷ nginx | p50 ÷ nginx | p99 ÷ nginx | peak RSS |\n"
-        printf "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        printf "| conns | target | req/s (median) | runs | p50 ms | p99 ms | req/s ÷ nginx | p50 ÷ nginx | p99 ÷ nginx | CPU µs/req | peak RSS |\n"
+        printf "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         for (i = 1; i <= n; i++) {
             k = order[i]; split(k, kk, SUBSEP)
             mr[k] = median(rps[k]); m50[k] = median(p50[k]); m99[k] = median(p99[k])
@@ -442,8 +492,9 @@ awk -F'\t' -v rounds="$ROUNDS" '
         for (i = 1; i <= n; i++) {
             k = order[i]; split(k, kk, SUBSEP); ng = kk[1] SUBSEP "nginx"
             mem = (peak[k] > 0) ? sprintf("%.1f MiB", peak[k] / 1024) : "-"
-            printf "| %s | %s | %.0f | %s | %.3f | %.3f | %.2f× | %.2f× | %.2f× | %s |\n", kk[1], kk[2], mr[k], runs[k], m50[k], m99[k],
-                mr[k] / mr[ng], m50[k] / m50[ng], m99[k] / m99[ng], mem
+            cpus = (cpu[k] != "") ? sprintf("%.1f", median(cpu[k])) : "-"
+            printf "| %s | %s | %.0f | %s | %.3f | %.3f | %.2f× | %.2f× | %.2f× | %s | %s |\n", kk[1], kk[2], mr[k], runs[k], m50[k], m99[k],
+                mr[k] / mr[ng], m50[k] / m50[ng], m99[k] / m99[ng], cpus, mem
         }
     }' "$RESULTS"
 echo
