@@ -103,6 +103,33 @@ mod tests {
         assert!(!detect_xss(b""));
     }
 
+    /// Where libinjectionrs 0.1.1 disagreed with libinjection's C, fixed in the patched copy
+    /// (vendor/libinjectionrs/PATCHED.md). Every expected fingerprint is what C's
+    /// `libinjection_sqli` answers (libinjection as bundled in libmodsecurity 3.0.9).
+    #[test]
+    fn multi_word_keywords_and_into_outfile_agree_with_libinjection_c() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            // Phrases built on a bareword-typed phrase ("IN BOOLEAN", "LOCK IN SHARE", ...).
+            (b"1' IN BOOLEAN MODE) RLIKE (SELECT (CASE WHEN (2270=3285) THEN 1 ELSE 0x28 END))# ", Some("sk)o(")),
+            (b"-1 LOCK IN SHARE MODE UNION SELECT table_name from information_schema.tables", Some("1kUEn")),
+            (b"1 AT TIME ZONE 'x' --", Some("1ksc")),
+            (b"1 IS NOT DISTINCT FROM 1 --", Some("1c")),
+            // INTO OUTFILE / DUMPFILE in any case.
+            (b"1 into outfile 'asd'", Some("1ks")),
+            (b"1 INTO OUTFILE 'x'", Some("1ks")),
+            (b"1 into dumpfile 'x'", Some("1ks")),
+            (b"' into outfile '/var/www/aa.php", Some("sks")),
+            (b"@version into outfile 'asd'", Some("vks")),
+            // And what C does not call SQLi stays so.
+            (b"1 in boolean", None),
+            (b"into outfile", None),
+        ];
+        for (input, want) in cases {
+            let got = detect_sqli(input).map(|f| f.to_string());
+            assert_eq!(got.as_deref(), *want, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
     #[test]
     fn fingerprint_display_and_debug() {
         let fingerprint = Fingerprint::from_nul_terminated(b"s&1c\0\0\0\0");
