@@ -59,15 +59,45 @@ pub fn load(dir: &Path) -> Result<Project, ProjectDirError> {
     let files = read_files(dir)?;
     let mut project = moat_policy::load(&files)?;
     // A trusted issuer's `jwks_file` is relative to the project directory, not to wherever
-    // moat runs from.
+    // moat runs from; and it has to be a JWKS document now, not at the first token: a path
+    // mistyped would otherwise only show as every token of that issuer refused.
+    let mut errors = Vec::new();
     for i in &mut project.trusted_issuers {
-        if let moat_policy::model::trust::JwksLocation::File(p) = &mut i.keys
-            && p.is_relative()
-        {
-            *p = dir.join(&*p);
+        if let moat_policy::model::trust::JwksLocation::File(p) = &mut i.keys {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+            if let Some(problem) = jwks_file_problem(p)
+                && let Some(file) = files.iter().find(|f| *f.path == *i.source.file)
+            {
+                errors.push(moat_policy::ConfigError::at(
+                    file,
+                    &i.source,
+                    format!("issuer `{}`: `jwks_file` `{}` {problem}", i.issuer, p.display()),
+                    "point `jwks_file` at the issuer's JWKS document (relative paths are relative to moat.yaml), or use `jwks_url`",
+                ));
+            }
         }
     }
+    if !errors.is_empty() {
+        return Err(moat_policy::LoadErrors { errors }.into());
+    }
     Ok(project)
+}
+
+/// What keeps `path` from being a JWKS document (`{"keys": [...]}`), if anything. The keys
+/// themselves are checked when the front door loads them, as for `jwks_url`.
+fn jwks_file_problem(path: &Path) -> Option<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some("does not exist".to_owned()),
+        Err(e) => return Some(format!("cannot be read: {e}")),
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.get("keys").is_some_and(serde_json::Value::is_array) => None,
+        Ok(_) => Some("is not a JWKS document: it has no `keys` array".to_owned()),
+        Err(e) => Some(format!("is not JSON: {e}")),
+    }
 }
 
 /// What `check` and `explain` analyse: a project directory, or a `.json` file holding

@@ -101,6 +101,20 @@ fn unknown_ingress_status_value() {
     insta::assert_snapshot!(load_error("unknown-ingress-status", "services/api.yaml:6:40"));
 }
 
+/// A trusted issuer's `jwks_file` is read at load: a path that names nothing, or a file that
+/// is not a JWKS document, is an error at the issuer, not a silent refusal of its tokens later.
+#[test]
+fn trusted_issuer_jwks_file_that_does_not_exist() {
+    let stderr = load_error("jwks-file-missing", "moat.yaml:7:");
+    assert!(stderr.contains("keys/acme-jwks.json` does not exist"), "{stderr}");
+}
+
+#[test]
+fn trusted_issuer_jwks_file_that_is_not_a_jwks() {
+    let stderr = load_error("jwks-file-not-jwks", "moat.yaml:7:");
+    assert!(stderr.contains("is not a JWKS document"), "{stderr}");
+}
+
 #[test]
 fn missing_moat_yaml() {
     // About the file as a whole: there is no line to name.

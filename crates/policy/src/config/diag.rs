@@ -23,6 +23,14 @@ pub struct ConfigError {
     span: Option<SourceSpan>,
 }
 
+impl ConfigError {
+    /// An error at `at` in `file`, for checks made outside the loader: the CLI reads the files a
+    /// config names (`trust.issuers[].jwks_file`), which this crate, doing no I/O, cannot.
+    pub fn at(file: &crate::SourceFile, at: &SourceRef, message: impl Into<String>, help: impl Into<String>) -> Self {
+        FileCtx::new(&file.path, &file.text).error(at, message, help)
+    }
+}
+
 /// Every problem found while loading a project. Nothing is loaded when this is returned.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("the project could not be loaded: {} error{}", .errors.len(), if .errors.len() == 1 { "" } else { "s" })]
