@@ -60,7 +60,10 @@ fn alive(pid: u32) -> bool {
 }
 
 fn start() -> Up {
-    let state = std::env::temp_dir().join(format!("moat-up-test-{}-{:?}", std::process::id(), Instant::now()));
+    start_in(std::env::temp_dir().join(format!("moat-up-test-{}-{:?}", std::process::id(), Instant::now())))
+}
+
+fn start_in(state: PathBuf) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args(["up", PROJECT, "--state"])
         .arg(&state)
@@ -215,6 +218,49 @@ fn a_crashed_instance_is_restarted_and_sigterm_stops_everything() {
     for pid in pids {
         assert!(!alive(pid), "instance {pid} outlived moat");
     }
+}
+
+/// A moat that is SIGKILLed cannot stop its instances; the next `moat up` on the same state
+/// kills them (by the groups it wrote down) before it starts its own.
+#[test]
+fn instances_a_killed_moat_left_are_killed_by_the_next_run() {
+    let mut first = start();
+    let pids = |up: &Up| -> Vec<u32> {
+        json(up.admin, "/status")["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| u32::try_from(s["pid"].as_u64().unwrap()).unwrap())
+            .collect()
+    };
+    let left = pids(&first);
+    assert_eq!(left.len(), 3);
+    assert!(signal("KILL", first.child.id()));
+    let _ = first.child.wait();
+    // Should the test fail from here on, the leftovers go with it.
+    struct Reap(Vec<u32>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                signal("KILL", *pid);
+            }
+        }
+    }
+    let _reap = Reap(left.clone());
+    assert!(left.iter().all(|p| alive(*p)), "SIGKILL leaves the instances running");
+
+    let second = start_in(first.state.clone());
+    for pid in &left {
+        // Killed; a zombie until whoever adopted it reaps it (PID 1 of a container may never).
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned)));
+        assert!(
+            matches!(state.as_deref(), None | Some("Z" | "X")),
+            "instance {pid} of the killed moat still runs: {state:?}"
+        );
+    }
+    assert!(pids(&second).iter().all(|p| alive(*p) && !left.contains(p)));
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub(super) struct Shared {
     pub board: Board,
     pub upstreams: UpstreamTable,
     pub options: Options,
+    /// Where running instance groups are written down (`STATE/run/groups`, see `group`).
+    pub groups: Option<PathBuf>,
 }
 
 /// Runs until `stop` says so; the last instance is stopped (SIGTERM, grace, SIGKILL) before it
@@ -134,8 +136,8 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
         None
     };
     let spawned = match &isolation {
-        None => spawn(slot, port, &prepared),
-        Some(iso) => spawn_isolated(slot, iso, port, &prepared).await,
+        None => spawn(slot, port, &prepared, shared),
+        Some(iso) => spawn_isolated(slot, iso, port, &prepared, shared).await,
     };
     // The values now live in the child's environment only; moat's copies are zeroed.
     prepared.env.clear();
@@ -211,9 +213,9 @@ async fn run_once(slot: &Slot, shared: &Shared, stop: &mut watch::Receiver<bool>
     }
 }
 
-fn spawn(slot: &Slot, port: u16, prepared: &Prepared) -> std::io::Result<(Child, ProcessGroup)> {
+fn spawn(slot: &Slot, port: u16, prepared: &Prepared, shared: &Shared) -> std::io::Result<(Child, ProcessGroup)> {
     let mut cmd = command(slot, &slot.contract, port, prepared)?;
-    Ok(adopt(slot, cmd.spawn()?))
+    Ok(adopt(slot, cmd.spawn()?, shared))
 }
 
 /// [`spawn`] inside the instance's network namespace, told the in-namespace addresses.
@@ -222,9 +224,10 @@ async fn spawn_isolated(
     iso: &Isolation,
     port: u16,
     prepared: &Prepared,
+    shared: &Shared,
 ) -> std::io::Result<(Child, ProcessGroup)> {
     let cmd = command(slot, &iso.contract, port, prepared)?;
-    Ok(adopt(slot, iso.ns.spawn(cmd).await?))
+    Ok(adopt(slot, iso.ns.spawn(cmd).await?, shared))
 }
 
 fn command(slot: &Slot, contract: &Contract, port: u16, prepared: &Prepared) -> std::io::Result<Command> {
@@ -239,8 +242,8 @@ fn command(slot: &Slot, contract: &Contract, port: u16, prepared: &Prepared) -> 
 }
 
 /// Puts the started instance in its own process group and relays its output.
-fn adopt(slot: &Slot, mut child: Child) -> (Child, ProcessGroup) {
-    let group = ProcessGroup::led_by(child.id());
+fn adopt(slot: &Slot, mut child: Child, shared: &Shared) -> (Child, ProcessGroup) {
+    let group = ProcessGroup::led_by(child.id(), &slot.service, shared.groups.as_deref());
     if let Some(out) = child.stdout.take() {
         tokio::spawn(relay(slot.service.clone(), out));
     }

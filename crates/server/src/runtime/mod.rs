@@ -286,8 +286,21 @@ impl Runtime {
             }
         });
 
-        let shared =
-            Arc::new(instance::Shared { board: board.clone(), upstreams: upstreams.clone(), options: config.options });
+        // Instances a killed moat left on this state go first: they hold ports and secrets.
+        let groups = config.start_workloads.then(|| config.state_dir.join("run").join("groups"));
+        if let Some(dir) = &groups {
+            for (pgid, service) in group::reap_leftovers(dir) {
+                eprintln!(
+                    "moat: killed instance group {pgid} of `{service}`, left running by an earlier moat on this state"
+                );
+            }
+        }
+        let shared = Arc::new(instance::Shared {
+            board: board.clone(),
+            upstreams: upstreams.clone(),
+            options: config.options,
+            groups,
+        });
         let mut supervisors = JoinSet::new();
         // Declared secrets exist, with their policy and seed, before any instance reads them.
         inject::declare(&project, &config.project_dir, &config.secrets).map_err(RuntimeError::Secrets)?;
