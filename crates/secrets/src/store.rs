@@ -369,8 +369,8 @@ fn rebuild(path: &Path) -> Result<usize, String> {
     remove_stale(&temp).map_err(|e| e.to_string())?;
     private_file(&temp).map_err(|e| e.to_string())?;
     // redb documents that an unverified read of a damaged file may panic rather than fail.
-    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy_records(path, &temp)))
-        .map_err(|_| "reading the damaged file stopped on a malformed page".to_owned())
+    let copied = quietly_catching(|| copy_records(path, &temp))
+        .map_err(|()| "reading the damaged file stopped on a malformed page".to_owned())
         .and_then(|r| r);
     let copied = match copied {
         Ok(n) => n,
@@ -383,6 +383,21 @@ fn rebuild(path: &Path) -> Result<usize, String> {
         .and_then(|()| crate::master::sync_dir(path))
         .map_err(|e| format!("cannot rename `{}` over it: {e}", temp.display()))?;
     Ok(copied)
+}
+
+/// Runs `f`, turning a panic into `Err(())` without the panic hook's message and backtrace on
+/// stderr: the caller reports it in its own words. The hook is process-wide, so swaps are
+/// serialised (two stores opening at once must not leave the silent hook installed), and a
+/// panic on another thread during `f` is silenced too; this runs only while a damaged store
+/// is rebuilt at open.
+fn quietly_catching<T>(f: impl FnOnce() -> T) -> Result<T, ()> {
+    static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = HOOK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ());
+    std::panic::set_hook(previous);
+    result
 }
 
 fn copy_records(from: &Path, to: &Path) -> Result<usize, String> {
@@ -691,5 +706,24 @@ mod tests {
         assert_eq!(r.version("a", 1).expect("get"), Some(Ok(record())));
         assert_eq!(r.master_key_id().expect("meta"), Some([1, 2, 3, 4]));
         assert_eq!(r.version("a", 2).expect("get"), None);
+    }
+
+    /// A panic inside is an `Err` and prints nothing; the hook in place before is back after.
+    #[test]
+    fn quietly_catching_silences_the_panic_and_restores_the_hook() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        std::panic::set_hook(Box::new(|_| {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(quietly_catching(|| 7), Ok(7));
+        #[expect(clippy::panic, reason = "the panic under test")]
+        let caught = quietly_catching(|| panic!("malformed page"));
+        assert_eq!(caught, Err(()));
+        assert_eq!(CALLS.load(Ordering::SeqCst), 0, "the hook saw nothing");
+        #[expect(clippy::panic, reason = "the panic under test")]
+        let _ = std::panic::catch_unwind(|| panic!("after"));
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1, "the earlier hook is back");
+        let _ = std::panic::take_hook();
     }
 }
