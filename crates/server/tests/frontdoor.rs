@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use harness::{Harness, NOW, RawResponse, get, inline_project, request, send, token_for};
+use harness::{Harness, NOW, RawResponse, get, inline_project, read_response, request, send, token_for};
 use moat_crypto::KeyRing;
 use moat_policy::model::NetworkRef;
 use moat_policy::{Origin, Principal, Project};
@@ -536,28 +536,6 @@ fn limits_with(f: impl FnOnce(&mut Limits)) -> Limits {
 /// A raw HTTP/1.1 request that keeps the connection open.
 fn keep_alive_get(host: &str) -> String {
     format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")
-}
-
-/// One HTTP/1.1 response off a kept-alive connection: status and body (by Content-Length).
-async fn read_response(s: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                .expect("a content-length");
-            if buf.len() >= end + 4 + len {
-                return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
-        assert!(n > 0, "the connection closed mid-response");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Waits for the server to close `s` without sending anything more; how long that took.

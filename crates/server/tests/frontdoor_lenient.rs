@@ -8,16 +8,13 @@
 #[path = "common/frontdoor.rs"]
 mod harness;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use harness::{Harness, inline_project, send};
+use harness::{Harness, crs, inline_project, read_response, send};
 use moat_policy::{Origin, Project};
 use moat_server::frontdoor::Limits;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 const MOAT: &str = r#"
@@ -55,16 +52,6 @@ const ATTACK: &str = "/?q=<script>alert(1)</script>";
 
 fn project() -> Project {
     inline_project(&[("moat.yaml", MOAT), ("services/web.json", WEB), ("armor/xss.json", XSS)])
-}
-
-/// The CRS, or `None` (with a note) where it is not installed.
-fn crs() -> Option<Arc<moat_waf::Crs>> {
-    let dir = std::env::var_os("MOAT_CRS_DIR").map_or_else(|| PathBuf::from(moat_waf::DEFAULT_CRS_DIR), PathBuf::from);
-    if !dir.is_dir() {
-        eprintln!("CRS rules not found at {}; install Debian's modsecurity-crs or set MOAT_CRS_DIR", dir.display());
-        return None;
-    }
-    Some(Arc::new(moat_waf::Crs::load(&dir).unwrap_or_else(|e| panic!("the CRS does not load: {e}"))))
 }
 
 /// A door without the CRS: enough for the load balancer without a policy.
@@ -111,29 +98,6 @@ async fn still_malformed_requests_are_still_refused() {
         assert_eq!(r.status, 400, "{raw:?}: {}", r.body);
     }
     assert_eq!(h.echo.hits.load(Ordering::SeqCst), 0);
-}
-
-/// Reads one response with a Content-Length body off `s`: its status and body.
-async fn read_response(s: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
-                .map(|(_, v)| v.trim().parse().unwrap())
-                .expect("a Content-Length");
-            if buf.len() >= end + 4 + len {
-                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-                return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
-        assert!(n > 0, "closed before the whole response");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 #[tokio::test]

@@ -9,10 +9,7 @@
 #[path = "common/frontdoor.rs"]
 mod harness;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use harness::{Harness, RawResponse, get, inline_project, request, send};
+use harness::{Harness, RawResponse, crs, get, inline_project, request, send};
 use moat_policy::{Origin, Project};
 use moat_server::frontdoor::Limits;
 
@@ -95,16 +92,6 @@ fn project() -> Project {
         ("armor/waf-16k.json", &policy("waf-16k", Some("16KB"))),
         ("armor/waf-tuned.json", TUNED),
     ])
-}
-
-/// The CRS, or `None` (with a note) where it is not installed.
-fn crs() -> Option<Arc<moat_waf::Crs>> {
-    let dir = std::env::var_os("MOAT_CRS_DIR").map_or_else(|| PathBuf::from(moat_waf::DEFAULT_CRS_DIR), PathBuf::from);
-    if !dir.is_dir() {
-        eprintln!("CRS rules not found at {}; install Debian's modsecurity-crs or set MOAT_CRS_DIR", dir.display());
-        return None;
-    }
-    Some(Arc::new(moat_waf::Crs::load(&dir).unwrap_or_else(|e| panic!("the CRS does not load: {e}"))))
 }
 
 async fn start() -> Option<Harness> {

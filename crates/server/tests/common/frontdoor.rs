@@ -316,3 +316,36 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The CRS, or `None` (with a note) where it is not installed.
+pub fn crs() -> Option<Arc<moat_waf::Crs>> {
+    let dir = std::env::var_os("MOAT_CRS_DIR")
+        .map_or_else(|| std::path::PathBuf::from(moat_waf::DEFAULT_CRS_DIR), std::path::PathBuf::from);
+    if !dir.is_dir() {
+        eprintln!("CRS rules not found at {}; install Debian's modsecurity-crs or set MOAT_CRS_DIR", dir.display());
+        return None;
+    }
+    Some(Arc::new(moat_waf::Crs::load(&dir).unwrap_or_else(|e| panic!("the CRS does not load: {e}"))))
+}
+
+/// One HTTP/1.1 response off a kept-alive connection: status and body (by Content-Length).
+pub async fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .expect("a content-length");
+            if buf.len() >= end + 4 + len {
+                return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "the connection closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
