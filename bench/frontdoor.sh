@@ -264,26 +264,29 @@ MOAT_PID=$!
 PIDS+=("$MOAT_PID")
 wait_port "$MOAT_PORT"
 
+# Another `moat serve` of BINARY on the same project (on PORT) with the same keys, so the token
+# is good for it too; its decisions.jsonl is a link to LOG when given. Prints its pid.
+start_copy() { # NAME BINARY PORT [LOG]
+    local name=$1 bin=$2 port=$3 log=${4:-}
+    write_project "$TMP/project-$name" "$port"
+    mkdir -p "$TMP/state-$name"
+    cp -r "$STATE/keys" "$TMP/state-$name/keys"
+    if [[ -n $log ]]; then ln -s "$log" "$TMP/state-$name/decisions.jsonl"; fi
+    "$bin" serve "$TMP/project-$name" --state "$TMP/state-$name" >"${log:-$TMP/moat-$name.out}" 2>"${log:-$TMP/moat-$name.err}" &
+    echo $!
+}
+
 if [[ $LOGCOST == 1 ]]; then
-    # The same front door with the same keys, its decision log and per-request stderr line
-    # going to /dev/null: the difference to `moat-private` is what writing the log costs.
-    write_project "$TMP/project-nolog" "$MOAT_NOLOG_PORT"
-    mkdir -p "$TMP/state-nolog"
-    cp -r "$STATE/keys" "$TMP/state-nolog/keys"
-    ln -s /dev/null "$TMP/state-nolog/decisions.jsonl"
-    "$MOAT" serve "$TMP/project-nolog" --state "$TMP/state-nolog" >/dev/null 2>&1 &
-    NOLOG_PID=$!
+    # The same front door, its decision log and per-request stderr line going to /dev/null: the
+    # difference to `moat-private` is what writing the log costs.
+    NOLOG_PID=$(start_copy nolog "$MOAT" "$MOAT_NOLOG_PORT" /dev/null)
     PIDS+=("$NOLOG_PID")
     wait_port "$MOAT_NOLOG_PORT"
 fi
 
 if [[ -n ${MOAT_BIN_B:-} ]]; then
-    # The second build: same project (on its own port) and the same keys, so the token is good.
-    write_project "$TMP/project-b" "$MOAT_B_PORT"
-    mkdir -p "$TMP/state-b"
-    cp -r "$STATE/keys" "$TMP/state-b/keys"
-    "$MOAT_BIN_B" serve "$TMP/project-b" --state "$TMP/state-b" >"$TMP/moat-b.out" 2>"$TMP/moat-b.err" &
-    B_PID=$!
+    # The second build, measured as moat-b-*.
+    B_PID=$(start_copy b "$MOAT_BIN_B" "$MOAT_B_PORT")
     PIDS+=("$B_PID")
     wait_port "$MOAT_B_PORT"
 fi
