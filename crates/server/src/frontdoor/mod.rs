@@ -355,30 +355,7 @@ impl FrontDoor {
                 () = stopped(&mut stop) => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let (inner, origin) = (Arc::clone(&self.inner), Arc::clone(&origin));
-                        // Each connection runs on one of the door's threads (see `threads`).
-                        match threads::next() {
-                            Some(thread) => match stream.into_std() {
-                                Ok(stream) => {
-                                    conns.spawn_on(
-                                        async move {
-                                            // Registers the socket with that thread's runtime.
-                                            if let Ok(stream) = TcpStream::from_std(stream) {
-                                                conn::connection(inner, stream, peer, origin).await;
-                                            }
-                                        },
-                                        thread,
-                                    );
-                                }
-                                // Could not be taken off this runtime's reactor: closed.
-                                Err(e) => tracing::warn!("front door: connection dropped: {e}"),
-                            },
-                            None => {
-                                conns.spawn(conn::connection(inner, stream, peer, origin));
-                            }
-                        }
-                    }
+                    Ok((stream, peer)) => spawn_connection(&mut conns, &self.inner, stream, peer, &origin),
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!("front door accept failed: {e}");
@@ -402,6 +379,36 @@ impl FrontDoor {
             Ok(_) => Ok(origin),
             Err(e) => Err(FrontDoorError::UnknownOrigin { origin: origin.to_string(), reason: e.to_string() }),
         }
+    }
+}
+
+/// Runs one accepted connection on the next of the door's threads (see `threads`), tracked in
+/// `conns`; on the caller's runtime when there are none.
+fn spawn_connection(
+    conns: &mut JoinSet<()>,
+    inner: &Arc<Inner>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    origin: &Arc<Origin>,
+) {
+    let (inner, origin) = (Arc::clone(inner), Arc::clone(origin));
+    let Some(thread) = threads::next() else {
+        conns.spawn(conn::connection(inner, stream, peer, origin));
+        return;
+    };
+    // Off this runtime's reactor, onto that thread's (an error leaves it closed).
+    match stream.into_std() {
+        Ok(stream) => {
+            conns.spawn_on(
+                async move {
+                    if let Ok(stream) = TcpStream::from_std(stream) {
+                        conn::connection(inner, stream, peer, origin).await;
+                    }
+                },
+                thread,
+            );
+        }
+        Err(e) => tracing::warn!("front door: connection dropped: {e}"),
     }
 }
 
