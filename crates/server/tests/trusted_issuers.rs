@@ -61,7 +61,10 @@ impl Drop for TempFile {
 /// IdP's `user:dev@example.com` (example.com is its email domain).
 async fn start() -> Setup {
     let idp = KeyRing::in_memory(NOW).unwrap();
-    let path = std::env::temp_dir().join(format!("moat-trusted-jwks-{}.json", std::process::id()));
+    // One file per test: the tests of this binary run at once, each with its own IdP keys.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("moat-trusted-jwks-{}-{n}.json", std::process::id()));
     std::fs::write(&path, keycloak_jwks(&idp, &KeyRing::in_memory(NOW).unwrap())).unwrap();
     let moat = format!(
         "project:\n  id: fid-proj\n  number: \"100000000001\"\n  region: us-central1\ntrust:\n  issuers:\n    - issuer: {IDP}\n      jwks_file: {}\n      email_domains: [example.com]\n",

@@ -9,6 +9,7 @@
 
 mod body;
 mod conn;
+mod counters;
 mod edge;
 mod forward;
 mod lenient;
@@ -162,6 +163,7 @@ struct Inner {
     /// Request ids: a random per-process prefix and a counter.
     id_prefix: u64,
     next_id: AtomicU64,
+    counters: counters::Counters,
 }
 
 impl Inner {
@@ -255,6 +257,7 @@ impl FrontDoorBuilder {
                 shutdown: watch::Sender::new(false),
                 id_prefix: h.finish(),
                 next_id: AtomicU64::new(0),
+                counters: counters::Counters::default(),
             }),
         }
     }

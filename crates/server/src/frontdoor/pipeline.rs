@@ -352,13 +352,6 @@ fn layer_name(layer: Layer) -> &'static str {
     }
 }
 
-fn effect_name(effect: Effect) -> &'static str {
-    match effect {
-        Effect::Allow => "allow",
-        Effect::Deny => "deny",
-    }
-}
-
 fn net_name(net: &NetOrigin) -> String {
     match net {
         NetOrigin::Internet => "internet".to_owned(),
@@ -410,17 +403,8 @@ impl<'a> Trace<'a> {
         upstream_error: Option<&'static str>,
     ) {
         let latency = self.started.elapsed();
-        // Labels absent for this request are empty, which Prometheus reads as no label.
-        let service = self.service.clone().unwrap_or_default();
-        metrics::counter!(
-            "moat_requests_total",
-            "service" => service.clone(),
-            "layer" => layer.unwrap_or(""),
-            "status" => status.map_or_else(String::new, |s| s.to_string()),
-            "effect" => effect_name(effect),
-        )
-        .increment(1);
-        metrics::histogram!("moat_request_duration_seconds", "service" => service).record(latency.as_secs_f64());
+        let service = self.service.as_deref().unwrap_or_default();
+        self.door.counters.record(service, layer, status, effect, latency);
         self.door.sink.record(&DecisionRecord {
             time: rfc3339((self.door.clock)()),
             request_id: self.id.clone(),
