@@ -188,14 +188,25 @@ fn target_host(uri: &Uri) -> Option<HeaderValue> {
 /// The upstream URL for a request: the base's scheme and authority, its path as a prefix, then
 /// the request's path and query.
 fn join(base: &Uri, uri: &Uri) -> Option<Uri> {
-    let scheme = base.scheme_str().unwrap_or("http");
     let authority = base.authority()?;
     let prefix = base.path().trim_end_matches('/');
-    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    Uri::try_from(format!("{scheme}://{authority}{prefix}{pq}")).ok()
+    let path_and_query = match uri.path_and_query() {
+        // The usual case, a base without a path: the request's own path and query, shared.
+        Some(pq) if prefix.is_empty() => pq.clone(),
+        pq => format!("{prefix}{}", pq.map_or("/", |pq| pq.as_str())).parse().ok()?,
+    };
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = Some(base.scheme().cloned().unwrap_or(hyper::http::uri::Scheme::HTTP));
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).ok()
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them; looking is cheaper than removing (which hashes).
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k) || *k == header::UPGRADE) {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too; Host is never one.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -251,6 +262,10 @@ mod tests {
             ("http://127.0.0.1:9000", "/a/b?c=d", "http://127.0.0.1:9000/a/b?c=d"),
             ("http://127.0.0.1:9000/", "/", "http://127.0.0.1:9000/"),
             ("http://10.0.0.1:80/prefix/", "/x", "http://10.0.0.1:80/prefix/x"),
+            ("http://10.0.0.1/prefix", "/x?y=1&z", "http://10.0.0.1/prefix/x?y=1&z"),
+            ("http://127.0.0.1:9000", "http://svc.example/p?q", "http://127.0.0.1:9000/p?q"),
+            ("http://127.0.0.1:9000", "http://svc.example", "http://127.0.0.1:9000/"),
+            ("https://upstream.example", "/%3Cscript%3E", "https://upstream.example/%3Cscript%3E"),
         ];
         for (base, uri, want) in cases {
             let got = join(&base.parse().expect(base), &uri.parse().expect(uri)).map(|u| u.to_string());
@@ -283,6 +298,15 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["host", "x-app"]);
+
+        // Without a Connection header, the fixed ones still go.
+        for name in ["keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert("x-app", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-app"], "{name}");
+        }
     }
 
     #[test]
