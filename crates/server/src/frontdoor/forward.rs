@@ -40,7 +40,11 @@ impl Verified {
     /// `None` when the token is not a three-segment JWS, which a verified token always is.
     pub(super) fn new(header: &'static str, token: &str, claims: VerifiedClaims) -> Option<Self> {
         let header = HeaderName::from_bytes(header.as_bytes()).ok()?;
-        let stripped = HeaderValue::try_from(format!("Bearer {}", strip_signature(token)?)).ok()?;
+        let stripped = strip_signature(token)?;
+        let mut value = String::with_capacity("Bearer ".len() + stripped.len());
+        value.push_str("Bearer ");
+        value.push_str(&stripped);
+        let stripped = HeaderValue::try_from(value).ok()?;
         Some(Self { header, stripped, claims })
     }
 }
@@ -202,9 +206,25 @@ fn join(base: &Uri, uri: &Uri) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
+/// The names [`HOP_BY_HOP`] and `upgrade`, as one comparison per header.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them; looking is cheaper than removing (which hashes).
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k) || *k == header::UPGRADE) {
+    if !headers.keys().any(|k| is_hop_by_hop(k.as_str())) {
         return;
     }
     // Headers named in Connection are hop-by-hop too; Host is never one.
@@ -236,11 +256,27 @@ fn strip_trust_headers(headers: &mut HeaderMap) {
 
 /// X-Forwarded-For gets the peer appended (what the client sent stays, untrusted, in front, as
 /// Google's front end does); X-Forwarded-Proto says what the client spoke to the front door.
+/// The peer's address as text. A keep-alive connection sends many requests from one address,
+/// and formatting an address is slow next to copying it, so each thread keeps the last one.
+fn peer_text(peer: IpAddr) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((ip, text)) if *ip == peer => text.clone(),
+        _ => {
+            let text = peer.to_string();
+            *last = Some((peer, text.clone()));
+            text
+        }
+    })
+}
+
 fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let prior: Vec<&str> = headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).collect();
-    let value = if prior.is_empty() { peer.to_string() } else { format!("{}, {peer}", prior.join(", ")) };
-    match HeaderValue::try_from(value).or_else(|_| HeaderValue::try_from(peer.to_string())) {
+    let value = if prior.is_empty() { peer_text(peer) } else { format!("{}, {peer}", prior.join(", ")) };
+    match HeaderValue::try_from(value).or_else(|_| HeaderValue::try_from(peer_text(peer))) {
         Ok(v) => {
             headers.insert(xff, v);
         }
@@ -317,5 +353,25 @@ mod tests {
         set_forwarded(&mut h, "203.0.113.9".parse().expect("ip"));
         assert_eq!(h.get("x-forwarded-for").and_then(|v| v.to_str().ok()), Some("10.0.0.1, 203.0.113.9"));
         assert_eq!(h.get("x-forwarded-proto").and_then(|v| v.to_str().ok()), Some("http"));
+    }
+
+    #[test]
+    fn each_request_gets_its_own_peer() {
+        // The thread keeps the last peer's text: alternating peers must not see each other's.
+        for peer in ["203.0.113.9", "203.0.113.9", "2001:db8::1", "198.51.100.7", "2001:db8::1"] {
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, peer.parse().expect("ip"));
+            assert_eq!(h.get("x-forwarded-for").and_then(|v| v.to_str().ok()), Some(peer));
+        }
+    }
+
+    #[test]
+    fn the_quick_look_knows_every_hop_by_hop_name() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        for name in ["host", "x-app", "authorization", "content-length", "tea", "upgrade-insecure-requests"] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
     }
 }

@@ -93,7 +93,7 @@ impl Conns {
             return Err(SendError);
         }
         let host = uri.host().ok_or(SendError)?;
-        let key = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+        let key = connect_key(host, uri.port_u16().unwrap_or(80));
         req.headers_mut().entry(HOST).or_insert_with(|| host_header(&uri, host));
         *req.uri_mut() = if req.method() == Method::CONNECT { authority_form(&uri) } else { origin_form(&uri) };
         loop {
@@ -209,6 +209,18 @@ impl Driver {
     }
 }
 
+/// `HOST:PORT`, what connections are kept by and connected to (built without formatting: once
+/// per request).
+fn connect_key(host: &str, port: u16) -> String {
+    let mut port_text = itoa::Buffer::new();
+    let port_text = port_text.format(port);
+    let mut key = String::with_capacity(host.len() + 1 + port_text.len());
+    key.push_str(host);
+    key.push(':');
+    key.push_str(port_text);
+    key
+}
+
 /// What hyper-util's client puts in a missing Host: the URL's host, and its port unless it is
 /// the default one.
 fn host_header(uri: &Uri, host: &str) -> HeaderValue {
@@ -252,5 +264,7 @@ mod tests {
         assert_eq!(host_header(&uri, uri.host().expect("host")), "[::1]");
         let uri: Uri = "http://example.com:80/x".parse().expect("uri");
         assert_eq!(host_header(&uri, "example.com"), "example.com");
+        assert_eq!(connect_key("127.0.0.1", 9000), "127.0.0.1:9000");
+        assert_eq!(connect_key("[::1]", 80), "[::1]:80");
     }
 }

@@ -173,14 +173,15 @@ pub fn summary(r: &DecisionRecord) -> String {
 }
 
 fn write_summary(out: &mut impl Write, r: &DecisionRecord) -> std::io::Result<()> {
-    write!(out, "moat: ")?;
+    // Pieces written as they are, no formatting machinery: this runs for every request.
+    out.write_all(b"moat: ")?;
     match r.status {
-        Some(s) => write!(out, "{s}")?,
-        None => write!(out, "---")?,
+        Some(s) => out.write_all(itoa::Buffer::new().format(s).as_bytes())?,
+        None => out.write_all(b"---")?,
     }
-    let effect = match r.effect {
-        Effect::Allow => "allow",
-        Effect::Deny => "deny",
+    let effect: &[u8] = match r.effect {
+        Effect::Allow => b" allow ",
+        Effect::Deny => b" deny ",
     };
     let service = r.service.as_deref().unwrap_or("(no service)");
     let entry = r.entry.as_deref().unwrap_or("unknown host");
@@ -190,12 +191,20 @@ fn write_summary(out: &mut impl Write, r: &DecisionRecord) -> std::io::Result<()
         (None, Some(reason)) => reason.code,
         (None, None) => "-",
     };
-    write!(out, " {effect} {}", r.listener)?;
+    out.write_all(effect)?;
+    out.write_all(r.listener.as_bytes())?;
     match &r.network_origin {
-        Some(net) if *net != r.listener => write!(out, " (as {net})")?,
+        Some(net) if *net != r.listener => {
+            out.write_all(b" (as ")?;
+            out.write_all(net.as_bytes())?;
+            out.write_all(b")")?;
+        }
         _ => {}
     }
-    write!(out, " → {service} ({entry}) as {who} [{why}]")
+    for piece in [" → ", service, " (", entry, ") as ", who, " [", why, "]"] {
+        out.write_all(piece.as_bytes())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -231,6 +240,22 @@ mod tests {
             summary(&record(0)),
             "moat: 403 deny service:caller (as vpc:p/n) → api (default-url) as anonymous [iam.anonymous]"
         );
+        let mut r = record(0);
+        r.status = None;
+        r.listener = "vpc:p/n".into();
+        r.service = None;
+        r.entry = None;
+        r.principal = Some("a@b.example".into());
+        r.effect = Effect::Allow;
+        r.upstream_error = Some("upstream.timeout");
+        assert_eq!(
+            summary(&r),
+            "moat: --- allow vpc:p/n → (no service) (unknown host) as a@b.example [upstream.timeout]"
+        );
+        r.status = Some(504);
+        r.reasons.clear();
+        r.upstream_error = None;
+        assert_eq!(summary(&r), "moat: 504 allow vpc:p/n → (no service) (unknown host) as a@b.example [-]");
     }
 
     #[test]
