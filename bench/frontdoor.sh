@@ -45,213 +45,21 @@ MOAT_B_PORT=${MOAT_B_PORT:-18182}
 KEEP=${KEEP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NUMBER=123456789012
-REGION=us-central1
-PROJECT_ID=bench-prod
-SA=caller@${PROJECT_ID}.iam.gserviceaccount.com
-PUB_HOST=pub-${NUMBER}.${REGION}.run.app
-PRIV_HOST=priv-${NUMBER}.${REGION}.run.app
-LB_PLAIN_HOST=plain.bench.example
-LB_EDGE_HOST=edge.bench.example
+# shellcheck source=bench/lib/frontdoor.sh
+source "$ROOT/bench/lib/frontdoor.sh"
 
-log() { printf '==> %s\n' "$*" >&2; }
-
-# --- tools ------------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    SUDO=()
-    [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
-    # policy-rc.d exit 101: the packages must not start a system nginx on port 80.
-    policy_created=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-        "${SUDO[@]}" chmod +x /usr/sbin/policy-rc.d
-        policy_created=1
-    fi
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl >/dev/null
-    if ((policy_created)); then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-if [[ -n ${MOAT_BIN:-} ]]; then
-    MOAT=$MOAT_BIN
-else
-    log "building moat (release)"
-    (cd "$ROOT" && cargo build --release -q -p moat)
-    MOAT=$ROOT/target/release/moat
-fi
+install_missing nginx-light:nginx wrk:wrk curl:curl
+build_moat
 
 # --- processes ----------------------------------------------------------------------------------
 TMP=$(mktemp -d /tmp/moat-frontdoor.XXXXXX)
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # PORT: until something accepts on 127.0.0.1:PORT (10 s)
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
-
-nginx_conf() { # NAME SERVER_BLOCK: a self-contained nginx config under $TMP/NAME
-    local dir=$TMP/$1
-    mkdir -p "$dir/logs"
-    local user=""
-    if [[ $(id -u) -eq 0 ]]; then user="user root;"; fi
-    cat >"$dir/nginx.conf" <<EOF
-$user
-worker_processes $NGINX_WORKERS;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    default_type text/plain;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-$2
-}
-EOF
-    echo "$dir"
-}
-
-start_nginx() { # NAME SERVER_BLOCK PORT
-    local dir
-    dir=$(nginx_conf "$1" "$2")
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>>"$dir/logs/stderr" &
-    PIDS+=($!)
-    eval "${1//-/_}_PID=$!"
-    wait_port "$3"
-}
-
 log "starting nginx upstream :$UPSTREAM_PORT and nginx proxy :$PROXY_PORT"
-start_nginx upstream "
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
-        location / { return 200 \"ok\\n\"; }
-    }" "$UPSTREAM_PORT"
-start_nginx proxy "
-    upstream workload {
-        server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 256;
-        keepalive_requests 1000000;
-        keepalive_timeout 75s;
-    }
-    server {
-        listen 127.0.0.1:$PROXY_PORT backlog=4096;
-        location / {
-            proxy_pass http://workload;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }" "$PROXY_PORT"
-
-# --- the bench project -------------------------------------------------------------------------
-write_edge() { # DIR: two load balancers to `pub`, and the 20-rule policy of one of them
-    local dir=$1 i rules=""
-    mkdir -p "$dir/armor"
-    cat >>"$dir/moat.yaml" <<EOF
-load_balancers:
-  - name: plain
-    scheme: external
-    hosts: [$LB_PLAIN_HOST]
-    routes:
-      - service: pub
-  - name: edge
-    scheme: external
-    hosts: [$LB_EDGE_HOST]
-    security_policy: bench-edge
-    routes:
-      - service: pub
-EOF
-    for i in $(seq 1 19); do
-        if ((i % 2)); then
-            rules+="{\"action\": \"deny(403)\", \"priority\": $((i * 10)), \"match\": {\"versionedExpr\": \"SRC_IPS_V1\", \"config\": {\"srcIpRanges\": [\"10.$i.0.0/16\", \"192.0.2.$i/32\"]}}},"
-        else
-            rules+="{\"action\": \"deny(403)\", \"priority\": $((i * 10)), \"match\": {\"expr\": {\"expression\": \"request.path.startsWith('/blocked-$i') || request.method == 'TRACE'\"}}},"
-        fi
-    done
-    # A throttle every request matches and conforms to: at most 1,000,000 per 60 s per client
-    # (wrk's requests all come from 127.0.0.1, one key); a run that passes it fails on non-2xx.
-    rules+='{"action": "throttle", "priority": 200, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}},'
-    rules+=' "rateLimitOptions": {"conformAction": "allow", "exceedAction": "deny(429)", "enforceOnKey": "IP",'
-    rules+=' "rateLimitThreshold": {"count": 1000000, "intervalSec": 60}}},'
-    rules+='{"action": "allow", "priority": 2147483647, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}}}'
-    printf '{"name": "bench-edge", "rules": [%s]}\n' "$rules" >"$dir/armor/bench-edge.json"
-}
-
-write_project() { # DIR INTERNET_PORT
-    local dir=$1
-    mkdir -p "$dir/services" "$dir/iam"
-    cat >"$dir/moat.yaml" <<EOF
-project:
-  id: $PROJECT_ID
-  number: "$NUMBER"
-  region: $REGION
-service_accounts:
-  - email: $SA
-  - email: pub@$PROJECT_ID.iam.gserviceaccount.com
-  - email: priv@$PROJECT_ID.iam.gserviceaccount.com
-listeners:
-  internet: 127.0.0.1:$2
-run:
-  pub: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
-  priv: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
-EOF
-    if [[ $EDGE == 1 ]]; then write_edge "$dir"; fi
-    local svc
-    for svc in pub priv; do
-        local extra=""
-        [[ $svc == pub ]] && extra="    run.googleapis.com/invoker-iam-disabled: 'true'"
-        cat >"$dir/services/$svc.yaml" <<EOF
-apiVersion: serving.knative.dev/v1
-kind: Service
-metadata:
-  annotations:
-    run.googleapis.com/ingress: all
-$extra
-    run.googleapis.com/urls: '["https://$svc-$NUMBER.$REGION.run.app"]'
-  labels:
-    cloud.googleapis.com/location: $REGION
-  name: $svc
-  namespace: '$NUMBER'
-spec:
-  template:
-    spec:
-      containers:
-      - image: $REGION-docker.pkg.dev/$PROJECT_ID/apps/$svc:1.0.0
-      serviceAccountName: $svc@$PROJECT_ID.iam.gserviceaccount.com
-status:
-  url: https://$svc-$NUMBER.$REGION.run.app
-EOF
-    done
-    cat >"$dir/iam/priv.json" <<EOF
-{"bindings": [{"role": "roles/run.invoker", "members": ["serviceAccount:$SA"]}], "etag": "BwY=", "version": 1}
-EOF
-}
+start_upstream
+start_nginx proxy "$(proxy_server_block)" "$PROXY_PORT"
 
 write_project "$TMP/project" "$MOAT_PORT"
 STATE=$TMP/state
@@ -292,13 +100,6 @@ if [[ -n ${MOAT_BIN_B:-} ]]; then
 fi
 
 # --- sanity: every target answers 200, and the private one refuses without a token --------------
-status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
-check() { # WANT DESCRIPTION CURL_ARGS...
-    local want=$1 what=$2 got
-    shift 2
-    got=$(status "$@")
-    [[ $got == "$want" ]] || { echo "sanity: $what answered $got, want $want" >&2; exit 1; }
-}
 check 200 direct "http://127.0.0.1:$UPSTREAM_PORT/"
 check 200 nginx "http://127.0.0.1:$PROXY_PORT/"
 check 200 moat-public -H "Host: $PUB_HOST" "http://127.0.0.1:$MOAT_PORT/"

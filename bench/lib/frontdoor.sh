@@ -1,0 +1,231 @@
+# The bench project, the upstream and the nginx peer of the front-door benchmarks, and their
+# tools and processes: sourced by bench/frontdoor.sh and bench/frontdoor-instructions.sh, so
+# both measure the same project behind the same upstream.
+#
+# The sourcing script sets ROOT, KEEP, UPSTREAM_PORT, PROXY_PORT and EDGE before calling these,
+# and TMP and PIDS before starting anything; NGINX_WORKERS defaults to `auto`.
+
+NUMBER=123456789012
+REGION=us-central1
+PROJECT_ID=bench-prod
+SA=caller@${PROJECT_ID}.iam.gserviceaccount.com
+PUB_HOST=pub-${NUMBER}.${REGION}.run.app
+PRIV_HOST=priv-${NUMBER}.${REGION}.run.app
+LB_PLAIN_HOST=plain.bench.example
+LB_EDGE_HOST=edge.bench.example
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- tools ----------------------------------------------------------------------------------------
+install_missing() { # PACKAGE:COMMAND...: apt-get installs the packages whose command is missing
+    local need=() spec package cmd
+    for spec in "$@"; do
+        package=${spec%%:*}
+        cmd=${spec#*:}
+        command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || need+=("$package")
+    done
+    if ((${#need[@]})); then
+        log "installing ${need[*]}"
+        local sudo=()
+        [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+        # policy-rc.d exit 101: the packages must not start a system nginx on port 80.
+        local policy_created=0
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+            "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+            policy_created=1
+        fi
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # Releases without nginx-light have nginx.
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]/nginx-light/nginx}" >/dev/null
+        if ((policy_created)); then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; fi
+    fi
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+build_moat() { # sets MOAT: MOAT_BIN, or a release build of the working tree
+    if [[ -n ${MOAT_BIN:-} ]]; then
+        MOAT=$MOAT_BIN
+    else
+        log "building moat (release)"
+        (cd "$ROOT" && cargo build --release -q -p moat)
+        MOAT=$ROOT/target/release/moat
+    fi
+}
+
+# --- processes ------------------------------------------------------------------------------------
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+
+wait_port() { # PORT [TENTHS]: until something accepts on 127.0.0.1:PORT (default 10 s)
+    local i
+    for i in $(seq "${2:-100}"); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+
+nginx_conf() { # NAME SERVER_BLOCK: a self-contained nginx config under $TMP/NAME
+    local dir=$TMP/$1
+    mkdir -p "$dir/logs"
+    local user=""
+    if [[ $(id -u) -eq 0 ]]; then user="user root;"; fi
+    cat >"$dir/nginx.conf" <<CONF
+$user
+worker_processes $NGINX_WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$2
+}
+CONF
+    echo "$dir"
+}
+
+start_nginx() { # NAME SERVER_BLOCK PORT: sets NAME_PID
+    local dir
+    dir=$(nginx_conf "$1" "$2")
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>>"$dir/logs/stderr" &
+    PIDS+=($!)
+    eval "${1//-/_}_PID=$!"
+    wait_port "$3"
+}
+
+start_upstream() { # the workload: nginx returning `200 ok`
+    start_nginx upstream "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+        location / { return 200 \"ok\\n\"; }
+    }" "$UPSTREAM_PORT"
+}
+
+proxy_server_block() { # the peer: an nginx reverse proxy to the upstream, kept-alive both ways
+    echo "
+    upstream workload {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 256;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen 127.0.0.1:$PROXY_PORT backlog=4096;
+        location / {
+            proxy_pass http://workload;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }"
+}
+
+# --- sanity -----------------------------------------------------------------------------------------
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+check() { # WANT DESCRIPTION CURL_ARGS...: exits unless the request answers WANT
+    local want=$1 what=$2 got
+    shift 2
+    got=$(status "$@")
+    [[ $got == "$want" ]] || { echo "sanity: $what answered $got, want $want" >&2; exit 1; }
+}
+
+# --- the bench project ----------------------------------------------------------------------------
+write_edge() { # DIR: two load balancers to `pub`, and the 20-rule policy of one of them
+    local dir=$1 i rules=""
+    mkdir -p "$dir/armor"
+    cat >>"$dir/moat.yaml" <<EOF
+load_balancers:
+  - name: plain
+    scheme: external
+    hosts: [$LB_PLAIN_HOST]
+    routes:
+      - service: pub
+  - name: edge
+    scheme: external
+    hosts: [$LB_EDGE_HOST]
+    security_policy: bench-edge
+    routes:
+      - service: pub
+EOF
+    for i in $(seq 1 19); do
+        if ((i % 2)); then
+            rules+="{\"action\": \"deny(403)\", \"priority\": $((i * 10)), \"match\": {\"versionedExpr\": \"SRC_IPS_V1\", \"config\": {\"srcIpRanges\": [\"10.$i.0.0/16\", \"192.0.2.$i/32\"]}}},"
+        else
+            rules+="{\"action\": \"deny(403)\", \"priority\": $((i * 10)), \"match\": {\"expr\": {\"expression\": \"request.path.startsWith('/blocked-$i') || request.method == 'TRACE'\"}}},"
+        fi
+    done
+    # A throttle every request matches and conforms to: at most 1,000,000 per 60 s per client
+    # (wrk's requests all come from 127.0.0.1, one key); a run that passes it fails on non-2xx.
+    rules+='{"action": "throttle", "priority": 200, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}},'
+    rules+=' "rateLimitOptions": {"conformAction": "allow", "exceedAction": "deny(429)", "enforceOnKey": "IP",'
+    rules+=' "rateLimitThreshold": {"count": 1000000, "intervalSec": 60}}},'
+    rules+='{"action": "allow", "priority": 2147483647, "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}}}'
+    printf '{"name": "bench-edge", "rules": [%s]}\n' "$rules" >"$dir/armor/bench-edge.json"
+}
+
+write_project() { # DIR INTERNET_PORT
+    local dir=$1
+    mkdir -p "$dir/services" "$dir/iam"
+    cat >"$dir/moat.yaml" <<EOF
+project:
+  id: $PROJECT_ID
+  number: "$NUMBER"
+  region: $REGION
+service_accounts:
+  - email: $SA
+  - email: pub@$PROJECT_ID.iam.gserviceaccount.com
+  - email: priv@$PROJECT_ID.iam.gserviceaccount.com
+listeners:
+  internet: 127.0.0.1:$2
+run:
+  pub: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
+  priv: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
+EOF
+    if [[ $EDGE == 1 ]]; then write_edge "$dir"; fi
+    local svc
+    for svc in pub priv; do
+        local extra=""
+        [[ $svc == pub ]] && extra="    run.googleapis.com/invoker-iam-disabled: 'true'"
+        cat >"$dir/services/$svc.yaml" <<EOF
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  annotations:
+    run.googleapis.com/ingress: all
+$extra
+    run.googleapis.com/urls: '["https://$svc-$NUMBER.$REGION.run.app"]'
+  labels:
+    cloud.googleapis.com/location: $REGION
+  name: $svc
+  namespace: '$NUMBER'
+spec:
+  template:
+    spec:
+      containers:
+      - image: $REGION-docker.pkg.dev/$PROJECT_ID/apps/$svc:1.0.0
+      serviceAccountName: $svc@$PROJECT_ID.iam.gserviceaccount.com
+status:
+  url: https://$svc-$NUMBER.$REGION.run.app
+EOF
+    done
+    cat >"$dir/iam/priv.json" <<EOF
+{"bindings": [{"role": "roles/run.invoker", "members": ["serviceAccount:$SA"]}], "etag": "BwY=", "version": 1}
+EOF
+}
