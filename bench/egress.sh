@@ -33,64 +33,22 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18201}
 KEEP=${KEEP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh"
 NUMBER=123456789012
 REGION=us-central1
 PROJECT_ID=bench-egress
 OUTSIDE=www.bench.example
 SERVICE_HOST=bench-${NUMBER}.${REGION}.run.app
 
-log() { printf '==> %s\n' "$*" >&2; }
-
-# --- tools ------------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    SUDO=()
-    [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
-    policy_created=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-        "${SUDO[@]}" chmod +x /usr/sbin/policy-rc.d
-        policy_created=1
-    fi
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    if ((policy_created)); then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-if [[ -n ${MOAT_BIN:-} ]]; then
-    MOAT=$MOAT_BIN
-else
-    log "building moat (release)"
-    (cd "$ROOT" && cargo build --release -q -p moat)
-    MOAT=$ROOT/target/release/moat
-fi
+install_missing nginx-light:nginx wrk:wrk curl:curl
+build_moat
 
 # --- processes ----------------------------------------------------------------------------------
 TMP=$(mktemp -d /tmp/moat-egress.XXXXXX)
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-wait_port() { # PORT: until something accepts on 127.0.0.1:PORT (10 s)
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
 
 log "starting nginx upstream :$UPSTREAM_PORT"
 mkdir -p "$TMP/nginx/logs"

@@ -30,42 +30,18 @@ ADDS=${ADDS:-300}
 KEEP=${KEEP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh"
 PROJECT_ID=bench-sm
 NUMBER=400000000004
 SA=app@${PROJECT_ID}.iam.gserviceaccount.com
 
-log() { printf '==> %s\n' "$*" >&2; }
-
-# --- tools ------------------------------------------------------------------------------------
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    SUDO=()
-    [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
-if [[ -n ${MOAT_BIN:-} ]]; then
-    MOAT=$MOAT_BIN
-else
-    log "building moat (release)"
-    (cd "$ROOT" && cargo build --release -q -p moat)
-    MOAT=$ROOT/target/release/moat
-fi
+install_missing wrk:wrk curl:curl python3:python3
+build_moat
 
 # --- processes ----------------------------------------------------------------------------------
 TMP=$(mktemp -d /tmp/moat-secrets-bench.XXXXXX)
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $KEEP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
