@@ -51,34 +51,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "starting nginx upstream :$UPSTREAM_PORT"
-mkdir -p "$TMP/nginx/logs"
-user=""
-if [[ $(id -u) -eq 0 ]]; then user="user root;"; fi
-cat >"$TMP/nginx/nginx.conf" <<EOF
-$user
-worker_processes $NGINX_WORKERS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    default_type text/plain;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
-        location / { return 200 "ok\\n"; }
-    }
-}
-EOF
-"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' 2>>"$TMP/nginx/logs/stderr" &
-PIDS+=($!)
-wait_port "$UPSTREAM_PORT"
+start_upstream
 
 # --- the bench project -------------------------------------------------------------------------
 mkdir -p "$TMP/project/services"

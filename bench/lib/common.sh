@@ -1,6 +1,9 @@
 # Helpers every bench script shares: logging, installing the Debian packages a bench needs,
-# building moat, waiting for a port, and stopping what the script started. Sourced; the
-# sourcing script sets ROOT and KEEP, and TMP and PIDS before starting anything.
+# building moat, waiting for a port, stopping what the script started, and nginx (the static
+# upstream the proxies are measured against). Sourced; the sourcing script sets ROOT and KEEP,
+# and TMP and PIDS before starting anything; NGINX_WORKERS defaults to `auto`.
+
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -58,4 +61,49 @@ wait_port() { # PORT [TENTHS]: until something accepts on 127.0.0.1:PORT (defaul
     done
     echo "nothing listens on 127.0.0.1:$1" >&2
     return 1
+}
+
+# --- nginx ----------------------------------------------------------------------------------------
+nginx_conf() { # NAME SERVER_BLOCK: a self-contained nginx config under $TMP/NAME
+    local dir=$TMP/$1
+    mkdir -p "$dir/logs"
+    local user=""
+    if [[ $(id -u) -eq 0 ]]; then user="user root;"; fi
+    cat >"$dir/nginx.conf" <<CONF
+$user
+worker_processes $NGINX_WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$2
+}
+CONF
+    echo "$dir"
+}
+
+start_nginx() { # NAME SERVER_BLOCK PORT: sets NAME_PID
+    local dir
+    dir=$(nginx_conf "$1" "$2")
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>>"$dir/logs/stderr" &
+    PIDS+=($!)
+    eval "${1//-/_}_PID=$!"
+    wait_port "$3"
+}
+
+start_upstream() { # the workload: nginx returning `200 ok`
+    start_nginx upstream "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+        location / { return 200 \"ok\\n\"; }
+    }" "$UPSTREAM_PORT"
 }

@@ -1,9 +1,9 @@
-# The bench project, the upstream and the nginx peer of the front-door benchmarks: sourced by
+# The bench project and the nginx peer of the front-door benchmarks: sourced by
 # bench/frontdoor.sh and bench/frontdoor-instructions.sh, so both measure the same project
 # behind the same upstream.
 #
 # The sourcing script sets ROOT, KEEP, UPSTREAM_PORT, PROXY_PORT and EDGE before calling these,
-# and TMP and PIDS before starting anything; NGINX_WORKERS defaults to `auto`.
+# and TMP and PIDS before starting anything.
 
 # shellcheck source=bench/lib/common.sh
 source "$ROOT/bench/lib/common.sh"
@@ -16,51 +16,6 @@ PUB_HOST=pub-${NUMBER}.${REGION}.run.app
 PRIV_HOST=priv-${NUMBER}.${REGION}.run.app
 LB_PLAIN_HOST=plain.bench.example
 LB_EDGE_HOST=edge.bench.example
-NGINX_WORKERS=${NGINX_WORKERS:-auto}
-
-nginx_conf() { # NAME SERVER_BLOCK: a self-contained nginx config under $TMP/NAME
-    local dir=$TMP/$1
-    mkdir -p "$dir/logs"
-    local user=""
-    if [[ $(id -u) -eq 0 ]]; then user="user root;"; fi
-    cat >"$dir/nginx.conf" <<CONF
-$user
-worker_processes $NGINX_WORKERS;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    default_type text/plain;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-$2
-}
-CONF
-    echo "$dir"
-}
-
-start_nginx() { # NAME SERVER_BLOCK PORT: sets NAME_PID
-    local dir
-    dir=$(nginx_conf "$1" "$2")
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>>"$dir/logs/stderr" &
-    PIDS+=($!)
-    eval "${1//-/_}_PID=$!"
-    wait_port "$3"
-}
-
-start_upstream() { # the workload: nginx returning `200 ok`
-    start_nginx upstream "
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
-        location / { return 200 \"ok\\n\"; }
-    }" "$UPSTREAM_PORT"
-}
 
 proxy_server_block() { # the peer: an nginx reverse proxy to the upstream, kept-alive both ways
     echo "
