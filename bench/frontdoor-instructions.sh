@@ -118,7 +118,7 @@ measure() { # NAME PORT "TARGET..." COMMAND...
 
 log "nginx proxy under callgrind (one process)"
 PROXY_DIR=$(nginx_conf proxy "$(proxy_server_block)")
-measure nginx "$PROXY_PORT" "nginx::" "$NGINX" -p "$PROXY_DIR" -c "$PROXY_DIR/nginx.conf" -g 'daemon off; master_process off;'
+measure nginx "$PROXY_PORT" "nginx::" "$(nginx_bin)" -p "$PROXY_DIR" -c "$PROXY_DIR/nginx.conf" -g 'daemon off; master_process off;'
 
 log "moat serve under callgrind"
 measure moat "$MOAT_PORT" "moat-public:$PUB_HOST: moat-private:$PRIV_HOST:1" \

@@ -32,7 +32,6 @@ install_missing() { # PACKAGE:COMMAND...: apt-get installs the packages whose co
             "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]/nginx-light/nginx}" >/dev/null
         if ((policy_created)); then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; fi
     fi
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
 build_moat() { # sets MOAT: MOAT_BIN, or a release build of the working tree
@@ -64,6 +63,8 @@ wait_port() { # PORT [TENTHS]: until something accepts on 127.0.0.1:PORT (defaul
 }
 
 # --- nginx ----------------------------------------------------------------------------------------
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
 nginx_conf() { # NAME SERVER_BLOCK: a self-contained nginx config under $TMP/NAME
     local dir=$TMP/$1
     mkdir -p "$dir/logs"
@@ -94,7 +95,7 @@ CONF
 start_nginx() { # NAME SERVER_BLOCK PORT: sets NAME_PID
     local dir
     dir=$(nginx_conf "$1" "$2")
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>>"$dir/logs/stderr" &
+    "$(nginx_bin)" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>>"$dir/logs/stderr" &
     PIDS+=($!)
     eval "${1//-/_}_PID=$!"
     wait_port "$3"
